@@ -1,0 +1,1 @@
+"""halos_jax: HALoS and its baselines, the JAX way."""

@@ -1,0 +1,14 @@
+#!/usr/bin/env bash
+# Runs the whole test suite: single-device tests, then mesh tests on 8 fake CPU devices.
+# Extra arguments go to both pytest runs (e.g. scripts/test.sh -k dn).
+set -uo pipefail
+cd "$(dirname "$0")/.."
+PY=.venv/bin/python
+status=0
+$PY -m pytest -q -m "not mesh" "$@" tests || status=$?
+# Exit code 5 = no tests collected (e.g. a -k filter that matches none): not a failure.
+XLA_FLAGS="--xla_force_host_platform_device_count=8 ${XLA_FLAGS:-}" \
+  $PY -m pytest -q -m mesh "$@" tests; s=$?
+[ $s -eq 0 ] || [ $s -eq 5 ] || status=$s
+[ $status -eq 5 ] && status=0
+exit $status

@@ -3,7 +3,7 @@
 #
 # Finds a Python >= 3.12 (jax >= 0.11 needs it), in this order:
 #   $HALOS_PYTHON, python3.12 (the tested version), python3.13, python3 on PATH, then
-#   pyenv-installed 3.12+ (newest first).
+#   pyenv-installed 3.12+ (oldest first: 3.12 is the tested version).
 # Installs only when requirements.lock, pyproject.toml or this script changed since the last
 # install (a stamp file in .venv), so re-runs cost nothing.
 # Usage: scripts/env.sh            # prints nothing but errors when already up to date
@@ -26,7 +26,7 @@ find_python() {
     fi
   done
   if command -v pyenv >/dev/null 2>&1; then
-    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$' | sort -V -r); do
+    for v in $(pyenv versions --bare 2>/dev/null | grep -E '^3\.(1[2-9])(\.[0-9]+)?$' | sort -V); do
       local p
       p="$(pyenv prefix "$v" 2>/dev/null)/bin/python"
       tried+=("pyenv $v")

@@ -4,6 +4,10 @@
 set -uo pipefail
 cd "$(dirname "$0")/.."
 PY=.venv/bin/python
+# Persistent XLA compilation cache: tests (and their subprocesses) compile the same tiny
+# programs many times; cached executables are the same bits, only sooner.
+export JAX_COMPILATION_CACHE_DIR="${JAX_COMPILATION_CACHE_DIR:-$PWD/.cache/jax}"
+export JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS="${JAX_PERSISTENT_CACHE_MIN_COMPILE_TIME_SECS:-0.5}"
 status=0
 $PY -m pytest -q -m "not mesh" "$@" tests || status=$?
 # Exit code 5 = no tests collected (e.g. a -k filter that matches none): not a failure.

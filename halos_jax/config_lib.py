@@ -1,0 +1,134 @@
+"""The shared skeleton of every algorithm's config, and the `runlocal` shrink.
+
+Each file in `configs/` is a few lines: it takes `base_config(algorithm)`, sets the reference
+hyper-parameters of its algorithm (HALOS.md section 2) and, given the argument `runlocal`, calls
+`shrink_to_runlocal`. Top-level keys are the scheduler's settings (`halos_jax.schedule`); the
+nested blocks belong to the optimizers, the model, the data and the replay.
+
+Units: times in milliseconds of simulated (virtual) time, sizes in sequences unless a name says
+tokens or bytes.
+"""
+from __future__ import annotations
+
+import ml_collections
+from ml_collections import config_dict
+
+from halos_jax.data import stream as data_lib
+
+# Pythia-70M in fp32: 70,426,624 parameters x 4 bytes (HALOS.md section 3).
+PYTHIA_70M_BYTES = 281_706_496
+# One local step of the fastest worker for Pythia-70M, 64 x 2049 tokens (HALOS.md section 1).
+PYTHIA_70M_STEP_MS = 238.391
+
+ALGORITHMS = ("ddp", "diloco", "diloco_dynupd", "async_local_sgd", "halos")
+
+
+def base_config(algorithm: str) -> ml_collections.ConfigDict:
+  """Reference settings shared by all five algorithms (Pythia-70M on the Pile, geo4)."""
+  if algorithm not in ALGORITHMS:
+    raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+  c = ml_collections.ConfigDict()
+  c.algorithm = algorithm  # which schedule builder and server rules run
+  c.runlocal = False  # True: tiny model on the embedded corpus, paper's timing kept
+
+  # --- Scheduler settings (halos_jax.schedule.ScheduleSettings) -----------------------------
+  c.env = "geo4"  # preset in configs/envs/ or a path to an environment YAML file
+  c.H = 32  # H: local steps per worker round (before DynUpd rescaling)
+  c.rescale_local_steps = False  # DynUpd/DyLU: H_w = max(1, ceil(H * s_w))
+  c.K = 32  # K: LPS updates between two Deltas sent to the GPS (HALoS only)
+  c.alpha = 0.25  # alpha: weight of the GLOBAL model in the LPS merge (HALoS only)
+  c.workers_per_lps = 4  # workers per LPS, all in one region (HALoS only)
+  c.total_local_steps = 98_304  # run length in local steps (6,144 iters x 1,024 seqs / 64)
+  c.local_batch = 64  # sequences per local step
+  c.global_batch = 1_024  # sequences per global iteration (LR schedule position)
+  c.step_time_ms = PYTHIA_70M_STEP_MS  # ms per local step at relative speed 1
+  c.message_bytes = config_dict.placeholder(int)  # bytes per message; None: fp32 model size
+
+  # --- Worker inner optimizer: AdamW + warmup/cosine (HALOS.md 2.1) --------------------------
+  c.worker = ml_collections.ConfigDict()
+  c.worker.max_lr = 1e-3  # peak learning rate
+  c.worker.min_lr_ratio = 0.1  # min_lr = min_lr_ratio * max_lr
+  c.worker.t_warmup = 300  # warmup length in global iterations
+  c.worker.t_max = 6_144  # end of the cosine decay in global iterations
+  c.worker.b1 = 0.9  # AdamW beta1
+  c.worker.b2 = 0.95  # AdamW beta2
+  c.worker.eps = 1e-8  # AdamW epsilon
+  c.worker.weight_decay = 0.1  # decoupled, only on parameters with ndim >= 2
+  c.worker.clip_norm = 1.0  # global-norm gradient clipping
+
+  # --- Model and data -----------------------------------------------------------------------
+  c.problem = "lm"  # 'lm' (language model) or 'quadratic' (the hand-checkable toy problem)
+  c.model = ml_collections.ConfigDict()
+  c.model.name = "pythia-70m"  # tiny | pythia-14m | pythia-70m | pythia-160m | pythia-410m
+  c.model.compute_dtype = "float32"  # float32 | bfloat16 (params stay fp32)
+  c.data = data_lib.default_data_config()  # each field documented in halos_jax/data/stream.py
+  c.data.source = "mmidx"  # the pre-tokenised, pre-shuffled deduplicated Pile (MMIDIDX)
+  c.data.path = ""  # set --config.data.path to the .idx/.bin prefix
+  c.data.tokenizer = "gpt2"  # mmidx: tokens are given; GPT-NeoX vocabulary below
+  c.data.vocab_size = 50_304  # Pythia's padded vocabulary (token ids must be below it)
+  c.data.shuffle = False  # keep the Pile's own pre-shuffled order, like the reference
+  c.data.seq_len = 2_048  # input tokens per sequence (entries hold 2,049)
+  c.data.val_sequences = 512  # held-out validation sequences (the last ones of the stream)
+  c.quadratic = ml_collections.ConfigDict()
+  c.quadratic.dim = 16  # loss(x) = 0.5 sum_i h_i (x_i - 1)^2, h = linspace(0.1, 1, dim)
+  c.quadratic.worker_lr = 0.1  # constant worker SGD learning rate
+
+  # --- Evaluation, logging, checkpoints, replay ---------------------------------------------
+  c.val_interval = 2_048  # validate the evaluated model every this many local steps
+  c.val_batch = 64  # sequences per validation forward pass
+  c.log_interval = 256  # train-loss window, in local steps
+  c.checkpoint_every = 0  # checkpoint every this many server updates (0: only at the end)
+  c.checkpoint_keep = 2  # checkpoints kept
+  c.seed = 0  # model initialisation seed
+  c.replay = ml_collections.ConfigDict()
+  c.replay.parallel = True  # batch independent worker rounds on the device mesh
+  c.replay.num_devices = 0  # devices of the mesh (0: all local devices)
+  c.replay.sync_every = 4  # block_until_ready after this many dispatched batches
+  c.replay.progress = True  # progress display (a live line on a terminal, log lines otherwise)
+  c.replay.plots = True  # write PNG plots at the end
+  return c
+
+
+def shrink_to_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """Tiny model on the embedded corpus; the paper's TIMING is kept.
+
+  Messages still weigh Pythia-70M's 281,706,496 bytes and a step still takes 238.391 ms at speed
+  1 on the same environment, so simulated-time comparisons between algorithms keep their meaning
+  while the computed model is tiny. Lengths are scaled down together: the LR schedule keeps the
+  paper's proportions (warmup ~5% of the run, cosine to the end).
+  """
+  c.runlocal = True
+  c.model.name = "tiny"
+  c.data = data_lib.default_data_config()  # Shakespeare, byte tokens, 256-token inputs
+  c.data.val_sequences = 64
+  c.local_batch = 8
+  c.global_batch = 128  # 16 workers x 8 sequences, like the paper's 16 x 64
+  c.total_local_steps = 1_536  # 96 global iterations of 128 sequences
+  c.worker.t_warmup = 5  # ~300 / 6,144 of the run
+  c.worker.t_max = 96
+  c.message_bytes = PYTHIA_70M_BYTES  # keep the paper's message size (Pythia-70M fp32)
+  c.val_interval = 128
+  c.val_batch = 64
+  c.log_interval = 64
+  c.checkpoint_every = 8
+  return c
+
+
+def parse_args(arg: str | None) -> set[str]:
+  """Parses a config argument string such as 'runlocal' or 'runlocal,quadratic'."""
+  words = {w.strip() for w in (arg or "").split(",") if w.strip()}
+  unknown = words - {"runlocal", "quadratic"}
+  if unknown:
+    raise ValueError(
+        f"unknown config argument(s) {sorted(unknown)}; allowed: runlocal, quadratic")
+  return words
+
+
+def finish(c: ml_collections.ConfigDict, arg: str | None) -> ml_collections.ConfigDict:
+  """Applies the config arguments common to every algorithm file."""
+  words = parse_args(arg)
+  if "runlocal" in words or "quadratic" in words:
+    shrink_to_runlocal(c)
+  if "quadratic" in words:
+    c.problem = "quadratic"
+  return c

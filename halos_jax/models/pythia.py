@@ -1,0 +1,213 @@
+"""The Pythia (GPT-NeoX) decoder as a Flax NNX module.
+
+Shapes are named in suffixes: B batch, T sequence, D d_model, H heads, K head_dim, F MLP width,
+V vocabulary, R rotary_ndims.
+
+Numerics (cfg.compute_dtype = 'bfloat16'): parameters stay fp32 and are cast at use; every
+matmul reads bf16 operands; the residual stream, LayerNorms, rotary angles, attention softmax and
+the logits are fp32 (the score and head matmuls accumulate to fp32 via preferred_element_type).
+With 'float32' everything is fp32.
+
+References:
+  Black et al., "GPT-NeoX-20B: An Open-Source Autoregressive Language Model", 2022.
+  Su et al., "RoFormer: Enhanced Transformer with Rotary Position Embedding", 2021.
+"""
+import jax
+import jax.numpy as jnp
+from flax import nnx
+
+from halos_jax.models.config import PythiaConfig
+
+
+def rotary_cos_sin(positions_T: jax.Array, rotary_ndims: int, base: float):
+  """Cosines and sines of the rotary angles, in fp32.
+
+  theta_i = base^(-2i / R) for i < R/2; the angle at position p is p * theta_i.
+
+  Args:
+    positions_T: integer positions, shape (T,).
+    rotary_ndims: R, the number of rotated dims per head (even).
+    base: the frequency base (10,000 in Pythia).
+
+  Returns:
+    (cos_TxR2, sin_TxR2), each of shape (T, R // 2), float32.
+  """
+  inv_freq_R2 = 1.0 / (base ** (jnp.arange(0, rotary_ndims, 2, dtype=jnp.float32) / rotary_ndims))
+  angles_TxR2 = positions_T.astype(jnp.float32)[:, None] * inv_freq_R2[None, :]
+  return jnp.cos(angles_TxR2), jnp.sin(angles_TxR2)
+
+
+def apply_rotary(x_BxTxHxK: jax.Array, cos_TxR2: jax.Array, sin_TxR2: jax.Array) -> jax.Array:
+  """Rotates the first R dims of every head; the other K - R dims pass through.
+
+  GPT-NeoX's "rotate_half" layout: dim i is paired with dim i + R/2 (not with i + 1), i.e.
+  with x1 = x[:R/2], x2 = x[R/2:R]:
+    x1' = x1 cos - x2 sin,   x2' = x2 cos + x1 sin
+  (the complex number x1 + i x2 multiplied by e^{i p theta}). Computed in fp32, returned in the
+  input dtype.
+
+  Args:
+    x_BxTxHxK: queries or keys, shape (B, T, H, K).
+    cos_TxR2: from rotary_cos_sin, shape (T, R // 2).
+    sin_TxR2: from rotary_cos_sin, shape (T, R // 2).
+
+  Returns:
+    The rotated array, same shape and dtype as x_BxTxHxK.
+  """
+  half = cos_TxR2.shape[-1]
+  if half == 0:
+    return x_BxTxHxK
+  x = x_BxTxHxK.astype(jnp.float32)
+  x1, x2, x_pass = x[..., :half], x[..., half:2 * half], x[..., 2 * half:]
+  cos = cos_TxR2[None, :, None, :]  # 1xTx1x(R/2), broadcast over batch and heads
+  sin = sin_TxR2[None, :, None, :]
+  rotated = jnp.concatenate([x1 * cos - x2 * sin, x2 * cos + x1 * sin, x_pass], axis=-1)
+  return rotated.astype(x_BxTxHxK.dtype)
+
+
+def _normal(std: float):
+  return nnx.initializers.normal(stddev=std)
+
+
+def _layer_norm(cfg: PythiaConfig, rngs: nnx.Rngs) -> nnx.LayerNorm:
+  # fp32 in and out whatever the compute dtype; variance as E[(x - mean)^2] like torch.
+  return nnx.LayerNorm(
+      cfg.d_model,
+      epsilon=cfg.layer_norm_eps,
+      dtype=jnp.float32,
+      param_dtype=jnp.float32,
+      use_fast_variance=False,
+      rngs=rngs,
+  )
+
+
+class Attention(nnx.Module):
+  """Causal multi-head self-attention with partial rotary embeddings.
+
+  `qkv.kernel` has shape (D, 3D) whose columns are [q | k | v], each block (H, K) head-major:
+  the output reshapes to (B, T, 3, H, K). (transformers' `query_key_value` interleaves
+  per head instead, (H, 3, K); hf_import converts.)
+  """
+
+  def __init__(self, cfg: PythiaConfig, *, rngs: nnx.Rngs):
+    self.num_heads = cfg.num_heads
+    self.head_dim = cfg.head_dim
+    self.rotary_ndims = cfg.rotary_ndims
+    self.rotary_base = cfg.rotary_base
+    self.dtype = jnp.dtype(cfg.compute_dtype)
+    D = cfg.d_model
+    self.qkv = nnx.Linear(
+        D, 3 * D, kernel_init=_normal(cfg.init_std), dtype=self.dtype, rngs=rngs
+    )
+    self.dense = nnx.Linear(
+        D, D, kernel_init=_normal(cfg.wang_init_std), dtype=self.dtype, rngs=rngs
+    )
+
+  def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+    B, T, D = x_BxTxD.shape
+    H, K = self.num_heads, self.head_dim
+    qkv_BxTx3xHxK = self.qkv(x_BxTxD).reshape(B, T, 3, H, K)
+    q_BxTxHxK, k_BxTxHxK, v_BxTxHxK = (qkv_BxTx3xHxK[:, :, i] for i in range(3))
+
+    cos_TxR2, sin_TxR2 = rotary_cos_sin(jnp.arange(T), self.rotary_ndims, self.rotary_base)
+    q_BxTxHxK = apply_rotary(q_BxTxHxK, cos_TxR2, sin_TxR2)
+    k_BxTxHxK = apply_rotary(k_BxTxHxK, cos_TxR2, sin_TxR2)
+
+    # scores[b, h, t, s] = q_t . k_s / sqrt(K), accumulated in fp32.
+    scores_BxHxTxT = jnp.einsum(
+        "bthk,bshk->bhts", q_BxTxHxK, k_BxTxHxK, preferred_element_type=jnp.float32
+    ) * (K ** -0.5)
+    # Causal: position t attends to s <= t. Masked scores become the most negative fp32, so
+    # exp(masked - max) is exactly 0 and future tokens cannot change earlier outputs.
+    causal_TxT = jnp.tril(jnp.ones((T, T), dtype=bool))
+    scores_BxHxTxT = jnp.where(
+        causal_TxT[None, None], scores_BxHxTxT, jnp.finfo(jnp.float32).min
+    )
+    probs_BxHxTxT = jax.nn.softmax(scores_BxHxTxT, axis=-1)  # fp32
+    out_BxTxHxK = jnp.einsum("bhts,bshk->bthk", probs_BxHxTxT.astype(self.dtype), v_BxTxHxK)
+    return self.dense(out_BxTxHxK.reshape(B, T, D))
+
+
+class MLP(nnx.Module):
+  """dense_4h_to_h(gelu(dense_h_to_4h(x))) with the exact (erf) GELU, as Pythia's 'gelu'."""
+
+  def __init__(self, cfg: PythiaConfig, *, rngs: nnx.Rngs):
+    dtype = jnp.dtype(cfg.compute_dtype)
+    self.dense_h_to_4h = nnx.Linear(
+        cfg.d_model, cfg.mlp_dim, kernel_init=_normal(cfg.init_std), dtype=dtype, rngs=rngs
+    )
+    self.dense_4h_to_h = nnx.Linear(
+        cfg.mlp_dim, cfg.d_model, kernel_init=_normal(cfg.wang_init_std), dtype=dtype, rngs=rngs
+    )
+
+  def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+    h_BxTxF = jax.nn.gelu(self.dense_h_to_4h(x_BxTxD), approximate=False)
+    return self.dense_4h_to_h(h_BxTxF)
+
+
+class Block(nnx.Module):
+  """One GPT-NeoX layer with the parallel residual: x + attn(ln1(x)) + mlp(ln2(x))."""
+
+  def __init__(self, cfg: PythiaConfig, *, rngs: nnx.Rngs):
+    self.input_layernorm = _layer_norm(cfg, rngs)
+    self.post_attention_layernorm = _layer_norm(cfg, rngs)
+    self.attention = Attention(cfg, rngs=rngs)
+    self.mlp = MLP(cfg, rngs=rngs)
+
+  def __call__(self, x_BxTxD: jax.Array) -> jax.Array:
+    attn_BxTxD = self.attention(self.input_layernorm(x_BxTxD))
+    mlp_BxTxD = self.mlp(self.post_attention_layernorm(x_BxTxD))
+    # The residual stream stays fp32; branch outputs are cast up before the sum.
+    return x_BxTxD + attn_BxTxD.astype(x_BxTxD.dtype) + mlp_BxTxD.astype(x_BxTxD.dtype)
+
+
+class Pythia(nnx.Module):
+  """The GPT-NeoX decoder: embed_in -> L Blocks -> final_layer_norm -> embed_out.
+
+  `layers` is a single Block whose parameters have a leading axis of size L (layer i is
+  index i of every leaf).
+  """
+
+  def __init__(self, cfg: PythiaConfig, *, rngs: nnx.Rngs):
+    self.embed_in = nnx.Embed(
+        cfg.vocab_size, cfg.d_model, embedding_init=_normal(cfg.init_std), rngs=rngs
+    )
+
+    # The L blocks are one Block whose parameters carry a leading layer axis (created by
+    # nnx.vmap over split rngs, applied by nnx.scan): init and compile time do not grow with L.
+    @nnx.split_rngs(splits=cfg.num_layers)
+    @nnx.vmap(in_axes=(0,), out_axes=0)
+    def make_layers(rngs: nnx.Rngs) -> Block:
+      return Block(cfg, rngs=rngs)
+
+    self.layers = make_layers(rngs)
+    self.final_layer_norm = _layer_norm(cfg, rngs)
+    # Untied head, no bias; logits accumulate to fp32 even with bf16 operands.
+    self.embed_out = nnx.Linear(
+        cfg.d_model,
+        cfg.vocab_size,
+        use_bias=False,
+        kernel_init=_normal(cfg.init_std),
+        dtype=jnp.dtype(cfg.compute_dtype),
+        preferred_element_type=jnp.float32,
+        rngs=rngs,
+    )
+
+  def __call__(self, tokens_BxT: jax.Array) -> jax.Array:
+    """Next-token logits.
+
+    Args:
+      tokens_BxT: integer token ids in [0, V), shape (B, T).
+
+    Returns:
+      Logits of shape (B, T, V), float32; logits[:, t] depends only on tokens[:, :t + 1].
+    """
+    x_BxTxD = self.embed_in(tokens_BxT)  # fp32 (the param dtype)
+
+    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+    def run_layers(x_BxTxD, block: Block):
+      return block(x_BxTxD)
+
+    x_BxTxD = run_layers(x_BxTxD, self.layers)
+    logits_BxTxV = self.embed_out(self.final_layer_norm(x_BxTxD))
+    return logits_BxTxV.astype(jnp.float32)

@@ -1,0 +1,6 @@
+"""Executes a schedule on real numbers: problems, worker rounds, server rules, checkpoints."""
+from halos_jax.replay.engine import Replay, ReplayState
+from halos_jax.replay.problem import (Problem, language_model_problem, make_problem,
+                                      params_sha256, quadratic_problem)
+from halos_jax.replay.rounds import RoundResult, RoundRunner, RoundSpec
+from halos_jax.replay.rules import ServerRules, register, rules_for

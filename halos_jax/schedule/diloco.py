@@ -1,0 +1,99 @@
+"""DiLoCo and DiLoCo + DynUpd (HALOS.md 2.4): synchronous rounds, one outer step per round.
+
+Every round all W workers start from the server model at the same time, worker w runs H_w local
+steps (H, or max(1, ceil(H * s_w)) with DynUpd), and the round ends with a ring all-reduce:
+    round time = max_w step_time_ms * H_w / s_w + 2 (W - 1) / W * B * 8 / (b* 1e9) * 1e3
+where b* is the best ring's bottleneck bandwidth (timing.best_ring). The run stops after the
+sync at which the counted local steps reach total_local_steps.
+
+Events per round: W `start` (worker order), W `arrive` at the end of the all-reduce, one
+`sync` averaging those W rounds; then `stop`. The builder is an event loop like the others,
+but its queue never holds more than the current round's end, and the W-fold repetitive part of
+the events is laid out vectorised.
+
+References:
+  Douillard et al., "DiLoCo: Distributed Low-Communication Training of Language Models", 2023
+  (arXiv 2311.08105). Liu et al., 2024 (arXiv 2401.09135) for DynUpd.
+"""
+from __future__ import annotations
+
+import heapq
+from array import array
+
+import numpy as np
+
+from halos_jax.schedule import _assemble
+from halos_jax.schedule import events as ev
+from halos_jax.schedule.environment import Environment
+from halos_jax.schedule.plan import make_plan
+from halos_jax.schedule.settings import ScheduleSettings
+
+
+def build_synchronous(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
+  """Rounds of (W starts, W arrivals, one sync) until total_local_steps are counted."""
+  plan = make_plan(env, settings)
+  w_count = env.num_workers
+  round_time = float(plan.round_ms[0])
+  steps_per_round = int(plan.worker_H.sum())
+  total = settings.total_local_steps
+
+  # -- event loop: the only pending event is the end of the current round (its all-reduce).
+  t_sync = array("d")
+  heap = [(0.0 + round_time, 0)]  # (t, round number)
+  counted = 0
+  while True:
+    t, k = heapq.heappop(heap)
+    t_sync.append(t)  # W arrivals, then the sync: average and one outer step
+    counted += steps_per_round
+    if counted >= total:
+      break
+    heapq.heappush(heap, (t + round_time, k + 1))  # the next round starts at once
+  num_rounds = len(t_sync)
+
+  # -- columns: per round k, events [k * (2W + 1), (k + 1) * (2W + 1)), then the stop.
+  per = 2 * w_count + 1
+  n = num_rounds * per + 1
+  cols = ev.empty_columns(n)
+  t_end = np.frombuffer(t_sync, dtype=np.float64)
+  t_begin = np.concatenate(([0.0], t_end[:-1]))
+  pattern = np.array([ev.START] * w_count + [ev.ARRIVE] * w_count + [ev.SYNC], np.int8)
+  cols["kind"][:-1] = np.tile(pattern, num_rounds)
+  cols["kind"][-1] = ev.STOP
+  k_of = np.repeat(np.arange(num_rounds), per)
+  lane = np.tile(np.arange(per), num_rounds)  # position inside the round's block
+  worker = np.where(lane < w_count, lane, lane - w_count)
+  kind = cols["kind"][:-1]
+  rnd = k_of * w_count + worker  # round ids: worker w of round k is k * W + w
+  round_worker = np.tile(np.arange(w_count), num_rounds)
+  round_H = plan.worker_H[round_worker]
+  t_start = np.repeat(t_begin, w_count)
+  t_arrive = np.repeat(t_end, w_count)
+  data_start, data_end, lr_offset = _assemble.data_blocks(
+      round_H, settings.local_batch, settings.global_batch, plan.uniform_H)
+  body = {key: col[:-1] for key, col in cols.items()}  # views: everything but the stop
+  idx = np.where(kind == ev.SYNC, k_of, rnd)
+  st, _ = _assemble.fill_rounds(
+      body, kind, idx, round_worker=round_worker, round_H=round_H, t_start=t_start,
+      t_arrive=t_arrive, data_start=data_start, data_end=data_end, lr_offset=lr_offset,
+      worker_server=plan.worker_server)
+  body["version"][st] = k_of[st]  # the snapshot is the server model after k syncs
+  sy = kind == ev.SYNC
+  body["t"][sy] = t_end
+  body["server"][sy] = 0
+  body["version"][sy] = np.arange(1, num_rounds + 1)
+  body["steps"][sy] = steps_per_round
+  body["counted_steps"][sy] = steps_per_round * np.arange(1, num_rounds + 1, dtype=np.int64)
+  cols["t"][-1] = t_end[-1]
+  cols["version"][-1] = num_rounds
+  cols["counted_steps"][-1] = counted
+  # sync k averages rounds [k * W, (k + 1) * W): CSR pointers over all events.
+  counts = np.zeros(n + 1, dtype=np.int64)
+  counts[1:-1][sy] = w_count
+  rounds_ptr = np.cumsum(counts)
+  rounds_flat = np.arange(num_rounds * w_count, dtype=np.int32)
+  return ev.Schedule(settings, env, plan, _assemble.finish(cols), rounds_ptr, rounds_flat)
+
+
+def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
+  """DiLoCo (H for every worker) or, with DynUpd (diloco_dynupd or rescale_local_steps), H_w."""
+  return build_synchronous(env, settings)

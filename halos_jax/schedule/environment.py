@@ -1,0 +1,251 @@
+"""Environments: regions, the bandwidth matrix between them, and the workers' speeds.
+
+An environment is R regions with a bandwidth matrix in Gbps (row = from region, column = to
+region; the diagonal is the intra-region link; the matrix may be asymmetric) and, per region, the
+raw relative speeds of its workers. Workers are numbered region by region (region 0's workers
+first); their speeds are normalised by the largest one, so the fastest worker has speed 1.
+
+Environments live in YAML files in the format of the HALoS reference simulator::
+
+  num_regions: 2                 # optional; checked against the matrix if given
+  network_bandwidths:            # Gbps, R x R, row = from, column = to
+    - [100.0, 0.5]
+    - [0.5, 100.0]
+  worker_speeds:                 # raw relative speeds, one list per region
+    - [1.0, 1.0]
+    - [0.5, 0.25]
+
+Presets (`configs/envs/<name>.yaml`): 'geo4' (the paper's 4 x 4 environment), 'homogeneous4x4',
+'single_region'.
+
+References:
+  Kim et al., "HALoS: Hierarchical Asynchronous Local SGD over Slow Networks for
+  Geo-Distributed Large Language Model Training", ICML 2025 (arXiv 2506.04531).
+"""
+from __future__ import annotations
+
+import dataclasses
+import math
+import numbers
+import os
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import yaml
+
+# Where the preset environments live: <repo>/configs/envs/<name>.yaml.
+ENVS_DIR = Path(__file__).resolve().parents[2] / "configs" / "envs"
+_KEYS = ("num_regions", "network_bandwidths", "worker_speeds")
+
+
+class InvalidEnvironment(ValueError):
+  """An environment (YAML file, preset name or mapping) that cannot be used, and why."""
+
+
+def _is_number(x) -> bool:
+  return isinstance(x, numbers.Real) and not isinstance(x, bool)
+
+
+def _positive_finite(x, what: str) -> float:
+  if not _is_number(x):
+    raise InvalidEnvironment(f"{what} must be a number, got {x!r}")
+  x = float(x)
+  if not math.isfinite(x) or x <= 0.0:
+    raise InvalidEnvironment(f"{what} must be positive and finite, got {x!r}")
+  return x
+
+
+@dataclasses.dataclass(frozen=True, eq=False)
+class Environment:
+  """Regions, links and workers (immutable; arrays are read-only).
+
+  Attributes:
+    bandwidth_gbps: R x R float64 array, Gbps; row = from region, column = to region; the
+      diagonal holds the intra-region links.
+    worker_speeds_raw: per region, the raw relative speeds of its workers.
+    name: a label (preset name or file stem); not part of the environment's identity.
+    num_regions: R (derived).
+    num_workers: W (derived).
+    worker_region: int64 array [W], the region of each worker (workers numbered region by
+      region) (derived).
+    worker_speed: float64 array [W], raw speeds divided by the largest one, in (0, 1]
+      (derived).
+  """
+  bandwidth_gbps: np.ndarray
+  worker_speeds_raw: tuple
+  name: str | None = None
+  num_regions: int = dataclasses.field(init=False)
+  num_workers: int = dataclasses.field(init=False)
+  worker_region: np.ndarray = dataclasses.field(init=False)
+  worker_speed: np.ndarray = dataclasses.field(init=False)
+
+  def __post_init__(self):
+    speeds = self.worker_speeds_raw
+    if isinstance(speeds, (str, bytes)) or not hasattr(speeds, "__len__"):
+      raise InvalidEnvironment(
+          f"worker_speeds must be a list with one list of speeds per region, got {speeds!r}")
+    if len(speeds) == 0:
+      raise InvalidEnvironment("worker_speeds is empty: an environment needs at least one region")
+    speeds_t = []
+    for r, region in enumerate(speeds):
+      if isinstance(region, (str, bytes)) or not hasattr(region, "__len__"):
+        raise InvalidEnvironment(
+            f"worker_speeds[{r}] must be a list of speeds, got {region!r}")
+      if len(region) == 0:
+        raise InvalidEnvironment(f"worker_speeds[{r}] is empty: region {r} has no workers")
+      speeds_t.append(tuple(
+          _positive_finite(s, f"worker_speeds[{r}][{i}]") for i, s in enumerate(region)))
+    num_regions = len(speeds_t)
+
+    rows = self.bandwidth_gbps
+    if isinstance(rows, np.ndarray):
+      rows = rows.tolist()
+    if isinstance(rows, (str, bytes)) or not hasattr(rows, "__len__"):
+      raise InvalidEnvironment(
+          f"network_bandwidths must be a list of {num_regions} rows, got {rows!r}")
+    if len(rows) != num_regions:
+      raise InvalidEnvironment(
+          f"network_bandwidths has {len(rows)} rows but worker_speeds has {num_regions} "
+          f"regions; the matrix must be R x R with R = {num_regions}")
+    for i, row in enumerate(rows):
+      if isinstance(row, (str, bytes)) or not hasattr(row, "__len__") or len(row) != num_regions:
+        raise InvalidEnvironment(
+            f"network_bandwidths row {i} must have {num_regions} entries (R x R matrix), "
+            f"got {row!r}")
+    bw = np.array([[_positive_finite(b, f"network_bandwidths[{i}][{j}] (Gbps)")
+                    for j, b in enumerate(row)] for i, row in enumerate(rows)],
+                  dtype=np.float64).reshape(num_regions, num_regions)
+    bw.flags.writeable = False
+
+    flat = [s for region in speeds_t for s in region]
+    speed = np.asarray(flat, dtype=np.float64)
+    speed = speed / speed.max()  # s_w = raw_w / max raw, in (0, 1]
+    speed.flags.writeable = False
+    region = np.repeat(np.arange(num_regions, dtype=np.int64), [len(s) for s in speeds_t])
+    region.flags.writeable = False
+    set_ = object.__setattr__
+    set_(self, "bandwidth_gbps", bw)
+    set_(self, "worker_speeds_raw", tuple(speeds_t))
+    set_(self, "num_regions", num_regions)
+    set_(self, "num_workers", len(flat))
+    set_(self, "worker_region", region)
+    set_(self, "worker_speed", speed)
+
+  def __eq__(self, other):
+    if not isinstance(other, Environment):
+      return NotImplemented
+    return (self.worker_speeds_raw == other.worker_speeds_raw
+            and np.array_equal(self.bandwidth_gbps, other.bandwidth_gbps))
+
+  def __hash__(self):
+    return hash((self.worker_speeds_raw, self.bandwidth_gbps.tobytes()))
+
+  def region_workers(self, region: int) -> range:
+    """Global indices of the workers of `region`."""
+    start = sum(len(s) for s in self.worker_speeds_raw[:region])
+    return range(start, start + len(self.worker_speeds_raw[region]))
+
+  def to_dict(self) -> dict:
+    """The YAML/JSON form (without the name): num_regions, network_bandwidths, worker_speeds."""
+    return {
+        "num_regions": self.num_regions,
+        "network_bandwidths": self.bandwidth_gbps.tolist(),
+        "worker_speeds": [list(s) for s in self.worker_speeds_raw],
+    }
+
+
+def environment_from_dict(d: Mapping, name: str | None = None, *,
+                          source: str | None = None) -> Environment:
+  """Builds an Environment from a mapping with the keys of the YAML format.
+
+  Args:
+    d: mapping with `network_bandwidths`, `worker_speeds` and optionally `num_regions`.
+    name: label for the environment.
+    source: where it comes from, for error messages (default: the name).
+
+  Returns:
+    The validated Environment.
+
+  Raises:
+    InvalidEnvironment: unknown or missing keys, or any invalid value.
+  """
+  where = f"{source}: " if source else (f"environment {name!r}: " if name else "")
+  if not isinstance(d, Mapping):
+    raise InvalidEnvironment(
+        f"{where}expected a mapping with keys {', '.join(_KEYS)}, got {type(d).__name__}")
+  unknown = sorted(str(k) for k in d if k not in _KEYS)
+  if unknown:
+    raise InvalidEnvironment(
+        f"{where}unknown key(s) {unknown}; allowed: {', '.join(_KEYS)}")
+  for key in ("network_bandwidths", "worker_speeds"):
+    if key not in d:
+      raise InvalidEnvironment(f"{where}missing key {key!r}")
+  try:
+    env = Environment(d["network_bandwidths"], d["worker_speeds"], name=name)
+  except InvalidEnvironment as e:
+    raise InvalidEnvironment(f"{where}{e}") from None
+  if "num_regions" in d:
+    n = d["num_regions"]
+    if not isinstance(n, numbers.Integral) or isinstance(n, bool) or n < 1:
+      raise InvalidEnvironment(f"{where}num_regions must be a positive integer, got {n!r}")
+    if n != env.num_regions:
+      raise InvalidEnvironment(
+          f"{where}num_regions is {n} but network_bandwidths/worker_speeds describe "
+          f"{env.num_regions} regions")
+  return env
+
+
+def presets() -> tuple[str, ...]:
+  """Names of the preset environments in configs/envs/."""
+  if not ENVS_DIR.is_dir():
+    return ()
+  return tuple(sorted(p.stem for p in ENVS_DIR.glob("*.yaml")))
+
+
+def load_environment(name_or_path: Any) -> Environment:
+  """Loads a preset ('geo4', 'homogeneous4x4', 'single_region'), a YAML file or a mapping.
+
+  Args:
+    name_or_path: a preset name, a path to a YAML file (str or Path), or a mapping in the YAML
+      format (e.g. a ConfigDict's `to_dict()`).
+
+  Returns:
+    The validated Environment.
+
+  Raises:
+    InvalidEnvironment: unknown preset, missing file, YAML syntax error or invalid content.
+  """
+  if isinstance(name_or_path, Environment):
+    return name_or_path
+  if hasattr(name_or_path, "to_dict") and not isinstance(name_or_path, (str, os.PathLike)):
+    name_or_path = name_or_path.to_dict()  # an ml_collections ConfigDict
+  if isinstance(name_or_path, Mapping):
+    return environment_from_dict(name_or_path, name="inline")
+  if not isinstance(name_or_path, (str, os.PathLike)):
+    raise InvalidEnvironment(
+        f"env must be a preset name, a path to a YAML file or a mapping, got {name_or_path!r}")
+  text = os.fspath(name_or_path)
+  looks_like_path = (isinstance(name_or_path, os.PathLike) or os.sep in text
+                     or text.endswith((".yaml", ".yml")) or Path(text).is_file())
+  if looks_like_path:
+    path, name = Path(text), Path(text).stem
+    if not path.is_file():
+      raise InvalidEnvironment(f"environment file {text!r} does not exist")
+  else:
+    path, name = ENVS_DIR / f"{text}.yaml", text
+    if not path.is_file():
+      known = ", ".join(presets()) or f"none found in {ENVS_DIR}"
+      raise InvalidEnvironment(
+          f"unknown environment preset {text!r}; presets: {known}; or give a path to a YAML file")
+  try:
+    data = yaml.safe_load(path.read_text())
+  except yaml.YAMLError as e:
+    detail = " ".join(str(e).split())
+    raise InvalidEnvironment(f"environment file {str(path)!r}: malformed YAML: {detail}") from None
+  except (OSError, UnicodeDecodeError) as e:
+    raise InvalidEnvironment(f"environment file {str(path)!r}: cannot read: {e}") from None
+  if data is None:
+    raise InvalidEnvironment(f"environment file {str(path)!r} is empty")
+  return environment_from_dict(data, name=name, source=f"environment file {str(path)!r}")

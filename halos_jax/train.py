@@ -1,0 +1,173 @@
+"""train_and_evaluate(config, workdir): one whole simulated run, resumable.
+
+config -> environment -> schedule (every event, before any compute) -> replay (problem x server
+rules x mesh) -> metrics, plots, checkpoints. `experiments/train.py` is a thin absl main over
+this function; a notebook can call it directly.
+
+Workdir layout:
+  config.json          the resolved config of the run
+  schedule.jsonl       every event (docs/schedule.md)
+  metrics.jsonl        train loss per server update and per window, validation loss
+  summary.json         final_val_loss, simulated_time_ms, local_steps, tokens, hashes, wall time
+  val_loss_vs_time.png, val_loss_vs_tokens.png, gantt.png
+  checkpoints/         whole-simulation checkpoints (orbax); a re-run resumes from the newest
+  final_model/         the evaluated model's parameters (orbax)
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import time
+from typing import Any
+
+import jax
+import ml_collections
+
+from halos_jax import schedule as schedule_lib
+from halos_jax.replay import checkpoint as ckpt_lib
+from halos_jax.replay import metrics as metrics_lib
+from halos_jax.replay.engine import Replay
+from halos_jax.replay.problem import Problem, make_problem, params_sha256
+from halos_jax.replay.rounds import RoundRunner
+from halos_jax.replay.rules import rules_for
+
+# Config blocks that may change between a run and its resumption (they do not change results).
+_RESUMABLE_KEYS = ("replay", "checkpoint_every", "checkpoint_keep")
+
+
+class ConfigError(ValueError):
+  """A config value is invalid (the message names the field, the value and what is allowed)."""
+
+
+def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy with derived values filled in (message_bytes from the model when unset)."""
+  c = ml_collections.ConfigDict(config.to_dict())
+  if c.message_bytes is None:
+    if c.problem == "quadratic":
+      c.message_bytes = 4 * int(c.quadratic.dim)
+    else:
+      from halos_jax import models  # pylint: disable=g-import-not-at-top
+      c.message_bytes = int(models.param_bytes(models.get_model_config(c.model.name)))
+  return c
+
+
+def config_hash(config: ml_collections.ConfigDict) -> str:
+  d = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_KEYS}
+  return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
+
+
+def build_schedule(config: ml_collections.ConfigDict):
+  """The run's schedule (config must be resolved)."""
+  env = schedule_lib.load_environment(config.env)
+  settings = schedule_lib.ScheduleSettings.from_config(config)
+  return schedule_lib.build_schedule(env, settings)
+
+
+def _devices(config) -> list[Any]:
+  devices = jax.local_devices()
+  n = int(config.replay.num_devices)
+  if n < 0 or n > len(devices):
+    raise ConfigError(
+        f"replay.num_devices={n}: must be between 0 (all) and the {len(devices)} local devices")
+  return devices[:n] if n else devices
+
+
+def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
+                       problem: Problem | None = None, on_event=None) -> dict:
+  """Runs (or resumes) the configured simulation in `workdir`; returns the summary dict.
+
+  Args:
+    config: an algorithm config from configs/ (with overrides).
+    workdir: output directory; an existing checkpoint there is resumed.
+    problem: optional problem to train instead of the one the config names (bring your own
+      model: see halos_jax.replay.problem.Problem).
+    on_event: optional observer of every replayed event (see halos_jax.replay.Replay).
+  """
+  wall_start = time.time()
+  config = resolve_config(config)
+  schedule = build_schedule(config)
+  problem = problem or make_problem(config)
+  os.makedirs(workdir, exist_ok=True)
+  metrics_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+
+  rules = rules_for(config, problem, schedule.env.num_workers, schedule.num_servers)
+  h_max = max((ev.H for ev in schedule.events if ev.kind == "start"), default=1)
+  runner = RoundRunner(problem, h_max=h_max, local_batch=config.local_batch,
+                       max_rounds=schedule.env.num_workers,
+                       gradient_rounds=rules.gradient_rounds, parallel=config.replay.parallel,
+                       devices=_devices(config))
+  identity = {"config": config_hash(config), "schedule": schedule.sha256(),
+              "data": problem.data.fingerprint()}
+  checkpointer = ckpt_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"), keep=config.checkpoint_keep, identity=identity)
+  replay = Replay(config, schedule, problem, rules, runner, checkpointer=checkpointer,
+                  on_event=on_event)
+  template = replay.initial_state()
+  state = checkpointer.latest(template)
+  if state is not None:
+    print(f"[train] resuming from event {state.meta['cursor']} of {len(schedule.events)} "
+          f"({state.meta['counted_steps']} local steps)", flush=True)
+  final = replay.run(state or template)
+  checkpointer.save(final)
+  checkpointer.close()
+
+  evaluated = rules.evaluated(final.tree["servers"])
+  meta = final.meta
+  val = [m for m in meta["metrics"] if m["kind"] == "val"]
+  stop = schedule.events[-1]
+  summary = {
+      "algorithm": config.algorithm,
+      "problem": problem.name,
+      "runlocal": bool(config.runlocal),
+      "final_val_loss": val[-1]["val_loss"],
+      "simulated_time_ms": float(stop.t),
+      "local_steps": int(meta["counted_steps"]),
+      "tokens": int(meta["counted_steps"]) * int(config.local_batch) * problem.tokens_per_sequence,
+      "server_updates": int(meta["server_updates"]),
+      "rounds_computed": int(meta["rounds_computed"]),
+      "schedule_sha256": schedule.sha256(),
+      "params_sha256": params_sha256(evaluated),
+      "wall_time_s": round(meta["wall_s"], 3),
+      "devices": runner.num_devices,
+      "parallel": bool(config.replay.parallel),
+  }
+  if config.runlocal and config.problem == "lm":
+    summary["note"] = ("runlocal: tiny model on the embedded corpus; simulated time uses the "
+                       "paper's timing (Pythia-70M messages, 238.391 ms per step)")
+  metrics_lib.write_jsonl(os.path.join(workdir, "metrics.jsonl"), meta["metrics"])
+  schedule.write_jsonl(os.path.join(workdir, "schedule.jsonl"))
+  ckpt_lib.save_params(os.path.join(workdir, "final_model"), evaluated)
+  if config.replay.plots:
+    title = f"{config.algorithm} ({problem.name}, {config.env})"
+    summary["plots"] = metrics_lib.plot_validation(
+        meta["metrics"], os.path.join(workdir, "val_loss"), title)
+    from halos_jax.schedule import analysis  # pylint: disable=g-import-not-at-top
+    gantt = os.path.join(workdir, "gantt.png")
+    analysis.plot_gantt(schedule, gantt)
+    summary["plots"].append(gantt)
+  summary["process_wall_s"] = round(time.time() - wall_start, 3)
+  metrics_lib.write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary
+
+
+def format_summary(summary: dict) -> str:
+  """A short table for the terminal."""
+  rows = [
+      ("algorithm", summary["algorithm"]),
+      ("final validation loss", f"{summary['final_val_loss']:.4f}"),
+      ("simulated time", f"{summary['simulated_time_ms'] / 3.6e6:.4f} h "
+                         f"({summary['simulated_time_ms'] / 1e3:.1f} s)"),
+      ("local steps", f"{summary['local_steps']:,}"),
+      ("tokens", f"{summary['tokens']:,}"),
+      ("server updates", f"{summary['server_updates']:,}"),
+      ("wall time", f"{summary['wall_time_s']:.1f} s"),
+      ("params_sha256", summary["params_sha256"][:16] + "..."),
+  ]
+  width = max(len(k) for k, _ in rows)
+  lines = [f"  {k:<{width}}  {v}" for k, v in rows]
+  if summary.get("note"):
+    lines.append(f"  ({summary['note']})")
+  for p in summary.get("plots", []):
+    lines.append(f"  plot: {p}")
+  return "\n".join(lines)

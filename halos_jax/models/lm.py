@@ -18,11 +18,12 @@ The NNX module is rebuilt inside each traced call from a graph definition captur
 init/apply/loss are ordinary pure functions: jit, grad, vmap (over a leading worker axis of
 params) and shard_map all apply to them directly.
 
-Under `jax.shard_map` (jax 0.12) callers must pass `check_vma=False`: the transpose of exact
-GELU's erf (inside jax.grad of loss) produces values whose varying-manual-axes type does not
-match the rule's expectation, so the default check_vma=True rejects the program. Every op in
-the model is per-device (no collectives), so the check has nothing to protect here. See
-docs/models.md.
+Under `jax.shard_map` (jax 0.12) callers must pass `check_vma=False`. The gradient of exact
+GELU differentiates `lax.erf` through `lax.polynomial`, whose constant coefficients are not
+marked as varying over the manual mesh axis while its input is, so the default check_vma=True
+raises "Primitive polynomial requires varying manual axes to match". The model has no
+collectives, so the check has nothing to verify here. Tested in tests/models/lm_mesh_test.py;
+see docs/models.md.
 """
 import functools
 from typing import Any, Callable, NamedTuple
@@ -44,6 +45,9 @@ class LanguageModel(NamedTuple):
   apply(params, tokens_BxT int32) -> logits_BxTxV float32
   loss(params, batch_BxT1 int32) -> scalar mean next-token cross-entropy (fp32), with
     inputs = batch[:, :-1] and targets = batch[:, 1:].
+
+  Shapes and dtypes are checked (ValueError/TypeError naming the problem); token values cannot
+  be checked inside jit: ids outside [0, V) give NaN, never an error.
   """
   init: Callable[[int], Params]
   apply: Callable[[Params, jax.Array], jax.Array]
@@ -82,6 +86,9 @@ def make_language_model(cfg: PythiaConfig) -> LanguageModel:
 
   Equal configs return the same LanguageModel object (memoised), so `jax.jit(lm.apply)` and
   the jitted init compile once per config and process, not once per call.
+
+  Inside `jax.shard_map`, pass `check_vma=False`: with jax 0.12 the gradient of the exact GELU
+  fails the varying-manual-axes check (see the module docstring and docs/models.md).
 
   Args:
     cfg: a PythiaConfig (see get_model_config).

@@ -129,7 +129,10 @@ class Attention(nnx.Module):
 
 
 class MLP(nnx.Module):
-  """dense_4h_to_h(gelu(dense_h_to_4h(x))) with the exact (erf) GELU, as Pythia's 'gelu'."""
+  """dense_4h_to_h(gelu(dense_h_to_4h(x))) with the exact (erf) GELU, as Pythia's 'gelu'.
+
+  Its gradient needs `check_vma=False` under jax.shard_map with jax 0.12 (see lm.py).
+  """
 
   def __init__(self, cfg: PythiaConfig, *, rngs: nnx.Rngs):
     dtype = jnp.dtype(cfg.compute_dtype)

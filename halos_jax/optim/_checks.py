@@ -1,7 +1,7 @@
 """Argument validation shared by `halos_jax.optim` (private helpers).
 
 Every check raises one ValueError/TypeError whose message names the argument, the value received
-and what is allowed. Values that are JAX arrays (possibly traced) are accepted unchecked: they
+and what is allowed. Arrays (JAX, possibly traced, or numpy) get a dtype check only: their values
 can only be validated by the caller who knows their concrete values.
 """
 import math
@@ -9,6 +9,7 @@ import numbers
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 
 
 def is_concrete_number(x) -> bool:
@@ -27,8 +28,8 @@ def check_int(name: str, value, minimum: int) -> int:
 
 
 def check_int_or_array(name: str, value, minimum: int) -> None:
-  """Checks an integer that may also be a JAX integer array (then left unchecked)."""
-  if isinstance(value, jax.Array) or hasattr(value, "aval"):
+  """Checks an integer that may also be an integer array (JAX, maybe traced: left unchecked)."""
+  if isinstance(value, (jax.Array, np.ndarray)) or hasattr(value, "aval"):
     if not jnp.issubdtype(jnp.result_type(value), jnp.integer):
       raise TypeError(f"{name} must be an integer; got an array of dtype "
                       f"{jnp.result_type(value)}")
@@ -51,8 +52,8 @@ def check_real(name: str, value, low: float, high: float, *, low_open: bool = Fa
 
 
 def check_real_or_array(name: str, value, low: float, high: float) -> None:
-  """Checks a number in [low, high] that may also be a JAX float array (then unchecked)."""
-  if isinstance(value, jax.Array) or hasattr(value, "aval"):
+  """Checks a number in [low, high] that may also be an array (JAX, maybe traced: unchecked)."""
+  if isinstance(value, (jax.Array, np.ndarray)) or hasattr(value, "aval"):
     return
   check_real(name, value, low, high)
 

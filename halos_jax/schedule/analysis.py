@@ -413,3 +413,8 @@ def staleness_histogram(schedule, path) -> None:
   fig.tight_layout()
   _save(fig, path)
   plt.close(fig)
+
+
+# Names used elsewhere in the project (halos_jax/train.py).
+plot_gantt = gantt
+plot_staleness = staleness_histogram

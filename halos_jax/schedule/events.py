@@ -2,7 +2,7 @@
 
 A schedule is a list of events in their total order. Internally the events are stored as
 columns (numpy arrays, one per Event field), which keeps memory proportional to the number of
-events (~70 bytes each) and lets the analysis work vectorised; `Schedule.events` materialises
+events (~80 bytes each) and lets the analysis work vectorised; `Schedule.events` materialises
 `Event` tuples lazily, a chunk at a time.
 
 Event kinds (fields a kind does not use are -1 / ()):

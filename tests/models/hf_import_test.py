@@ -98,7 +98,8 @@ def test_state_dict_errors():
   with pytest.raises(ValueError, match=r"missing 'gpt_neox.layers.0.mlp.dense_4h_to_h.bias'"):
     models.params_from_hf_state_dict(missing, cfg)
   wrong = dict(good, **{"gpt_neox.embed_in.weight": np.zeros((9, 16), np.float32)})
-  with pytest.raises(ValueError, match=r"embed_in.weight'\] has shape \(9, 16\), expected \(8, 16\)"):
+  with pytest.raises(ValueError,
+                     match=r"embed_in.weight'\] has shape \(9, 16\), expected \(8, 16\)"):
     models.params_from_hf_state_dict(wrong, cfg)
   extra = dict(good, **{"gpt_neox.layers.1.attention.dense.bias": np.zeros(16, np.float32)})
   with pytest.raises(ValueError, match="1 entries this config does not use"):

@@ -4,7 +4,6 @@ Run: XLA_FLAGS=--xla_force_host_platform_device_count=8 \
   .venv/bin/python -m pytest -m mesh tests/models
 """
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 from jax.sharding import PartitionSpec as P

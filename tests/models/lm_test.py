@@ -86,9 +86,10 @@ def test_grad_is_finite_and_shaped_like_params(tiny):
   batch = jax.random.randint(jax.random.key(3), (2, 65), 0, cfg.vocab_size)
   _, grads = f.value_and_grad(params, batch)
   assert jax.tree.structure(grads) == jax.tree.structure(params)
-  assert all(bool(jnp.all(jnp.isfinite(g))) for g in jax.tree.leaves(grads))
+  grads = [np.asarray(g) for g in jax.tree.leaves(grads)]
+  assert all(np.isfinite(g).all() for g in grads)
   # Every parameter gets signal (no dead branch): each leaf's gradient is nonzero somewhere.
-  assert all(float(jnp.max(jnp.abs(g))) > 0 for g in jax.tree.leaves(grads))
+  assert all(np.abs(g).max() > 0 for g in grads)
 
 
 def test_input_errors(tiny):

@@ -57,7 +57,7 @@ def test_hand_worked_three_updates():
   np.testing.assert_array_equal(state.momentum, np.ones(3))
 
 
-@settings(max_examples=20)
+@settings(max_examples=15)
 @given(spec=tl.tree_specs(), lr=lrs, beta=st.floats(0.0, 0.99), T=st.integers(1, 12),
        seed=tl.seeds())
 def test_n1_c0_is_optax_nesterov_sgd(spec, lr, beta, T, seed):
@@ -72,7 +72,7 @@ def test_n1_c0_is_optax_nesterov_sgd(spec, lr, beta, T, seed):
     tl.assert_trees_equal(a, b)
 
 
-@settings(max_examples=20)
+@settings(max_examples=15)
 @given(spec=tl.tree_specs(), lr=lrs, N=buffer_sizes, data=st.data(), T=st.integers(1, 12),
        seed=tl.seeds())
 def test_beta0_is_sgd_with_step_lr_over_n(spec, lr, N, data, T, seed):
@@ -88,7 +88,7 @@ def test_beta0_is_sgd_with_step_lr_over_n(spec, lr, N, data, T, seed):
     tl.assert_trees_close(a, b, rtol=4 * tl.EPS32)
 
 
-@settings(max_examples=20)
+@settings(max_examples=15)
 @given(spec=tl.tree_specs(), lr=lrs, beta=betas, N=buffer_sizes, blocks=st.integers(1, 4),
        seed=tl.seeds())
 def test_c0_block_boundaries_are_nesterov_sgd_on_block_means(spec, lr, beta, N, blocks, seed):
@@ -108,7 +108,7 @@ def test_c0_block_boundaries_are_nesterov_sgd_on_block_means(spec, lr, beta, N, 
     tl.assert_trees_close(xs_dn[(k + 1) * N - 1], xs_ref[k], atol=16 * N * blocks * tl.EPS32 * S)
 
 
-@settings(max_examples=20)
+@settings(max_examples=15)
 @given(spec=tl.tree_specs(), lr=lrs, beta=st.floats(0.1, 0.99), N=st.integers(1, 8),
        data=st.data(), seed=tl.seeds())
 def test_momentum_coefficients_in_one_block_sum_to_one(spec, lr, beta, N, data, seed):
@@ -141,7 +141,7 @@ def test_momentum_coefficients_in_one_block_sum_to_one(spec, lr, beta, N, data, 
   np.testing.assert_allclose(coefs.sum(axis=0), 1.0, atol=8 * N * tl.EPS32)
 
 
-@settings(max_examples=20)
+@settings(max_examples=15)
 @given(spec=tl.tree_specs(), lr=lrs, beta=betas, N=buffer_sizes, data=st.data(),
        blocks=st.integers(0, 3), seed=tl.seeds())
 def test_any_c_equals_c0_one_update_before_each_boundary(spec, lr, beta, N, data, blocks, seed):

@@ -61,7 +61,7 @@ def test_hand_worked_exchange_in_flight_update_is_not_in_next_delta():
   assert int(lps.pending_steps) == 0
 
 
-@settings(max_examples=25)
+@settings(max_examples=20)
 @given(spec=tl.tree_specs(), K=st.integers(1, 4), L=st.integers(1, 12),
        alpha=st.sampled_from([0.0, 0.5, 1.0]), data=st.data(), seed=tl.seeds())
 def test_protocol_deltas_steps_and_equality_trigger(spec, K, L, alpha, data, seed):

@@ -15,7 +15,7 @@ from halos_jax.optim import pseudo_gradient
 from halos_jax.optim import worker_sgd
 
 
-@settings(max_examples=20)
+@settings(max_examples=15)
 @given(spec=tl.tree_specs(), lr=st.floats(1e-3, 1.0), momentum=st.floats(0.0, 0.99),
        T=st.integers(1, 8), seed=tl.seeds())
 def test_diloco_outer_is_optax_nesterov_sgd(spec, lr, momentum, T, seed):
@@ -34,7 +34,7 @@ def test_diloco_outer_is_optax_nesterov_sgd(spec, lr, momentum, T, seed):
   tl.assert_trees_equal(s_a, s_b)
 
 
-@settings(max_examples=20)
+@settings(max_examples=15)
 @given(spec=tl.tree_specs(), W=st.integers(1, 5), seed=tl.seeds())
 def test_outer_sgd_lr1_no_momentum_is_model_averaging(spec, W, seed):
   rng = np.random.default_rng(seed)
@@ -50,7 +50,7 @@ def test_outer_sgd_lr1_no_momentum_is_model_averaging(spec, W, seed):
   tl.assert_trees_close(new_x, average, atol=2 * (W + 3) * tl.EPS32)
 
 
-@settings(max_examples=20)
+@settings(max_examples=15)
 @given(spec=tl.tree_specs(), W=st.integers(1, 5), lr=st.floats(1e-3, 1.0), seed=tl.seeds())
 def test_diloco_h1_sgd_workers_outer_sgd1_is_minibatch_sgd(spec, W, lr, seed):
   # One local plain-SGD step per worker from x: x_w = x - lr*g_w, pseudo-gradient lr*g_w; outer

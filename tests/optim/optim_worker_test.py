@@ -23,7 +23,7 @@ def schedules(draw):
   return max_lr, t_warmup, t_max, ratio
 
 
-@settings(max_examples=30)
+@settings(max_examples=20)
 @given(args=schedules(), after=st.integers(1, 10**5))
 def test_schedule_key_values(args, after):
   max_lr, t_warmup, t_max, ratio = args

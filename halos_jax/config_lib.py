@@ -77,7 +77,8 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
   c.val_interval = 2_048  # validate the evaluated model every this many local steps
   c.val_batch = 64  # sequences per validation forward pass
   c.log_interval = 256  # train-loss window, in local steps
-  c.checkpoint_every = 0  # checkpoint every this many server updates (0: only at the end)
+  c.checkpoint_every = 0  # checkpoint every this many server updates (0: off)
+  c.checkpoint_every_s = 600.0  # ... and after this many wall seconds since the last (0: off)
   c.checkpoint_keep = 2  # checkpoints kept
   c.seed = 0  # model initialisation seed
   c.replay = ml_collections.ConfigDict()
@@ -101,16 +102,17 @@ def shrink_to_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   c.model.name = "tiny"
   c.data = data_lib.default_data_config()  # Shakespeare, byte tokens, 256-token inputs
   c.data.val_sequences = 64
-  c.local_batch = 8
-  c.global_batch = 128  # 16 workers x 8 sequences, like the paper's 16 x 64
-  c.total_local_steps = 1_536  # 96 global iterations of 128 sequences
-  c.worker.t_warmup = 5  # ~300 / 6,144 of the run
-  c.worker.t_max = 96
+  c.local_batch = 4
+  c.global_batch = 64  # 16 workers x 4 sequences, like the paper's 16 x 64
+  c.total_local_steps = 1_024  # 64 global iterations of 64 sequences (~1M tokens)
+  c.worker.t_warmup = 3  # ~300 / 6,144 of the run
+  c.worker.t_max = 64
   c.message_bytes = PYTHIA_70M_BYTES  # keep the paper's message size (Pythia-70M fp32)
   c.val_interval = 128
   c.val_batch = 64
   c.log_interval = 64
-  c.checkpoint_every = 8
+  c.checkpoint_every = 0
+  c.checkpoint_every_s = 30.0
   return c
 
 

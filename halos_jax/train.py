@@ -33,7 +33,7 @@ from halos_jax.replay.rounds import RoundRunner
 from halos_jax.replay.rules import rules_for
 
 # Config blocks that may change between a run and its resumption (they do not change results).
-_RESUMABLE_KEYS = ("replay", "checkpoint_every", "checkpoint_keep")
+_RESUMABLE_KEYS = ("replay", "checkpoint_every", "checkpoint_every_s", "checkpoint_keep")
 
 
 class ConfigError(ValueError):

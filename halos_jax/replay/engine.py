@@ -69,6 +69,7 @@ class Replay:
     self._eval_loss = jax.jit(problem.loss)
     self._validation = None
     self._since_sync = 0
+    self._last_save = time.time()
 
   # -- state -----------------------------------------------------------------------------------
 
@@ -237,11 +238,23 @@ class Replay:
         meta["next_log"] += int(self.config.log_interval)
     if steps >= meta["next_eval"]:
       self._evaluate(tree, meta, t_ms, wall0)
-    every = int(self.config.checkpoint_every)
-    if self.checkpointer is not None and every > 0 and meta["server_updates"] % every == 0:
+    if self.checkpointer is not None and self._checkpoint_due(meta):
       self._resolve_metrics(meta)
       meta["wall_s"] = time.time() - wall0
       self.checkpointer.save(ReplayState(tree, meta))
+      self._last_save = time.time()
+
+  def _checkpoint_due(self, meta) -> bool:
+    """Every `checkpoint_every` server updates, and/or `checkpoint_every_s` wall seconds.
+
+    Checkpoints are only taken right after a server update of the evaluated model; where they
+    are taken does not change any result (a resumed run is bitwise the uninterrupted one).
+    """
+    every = int(self.config.checkpoint_every)
+    if every > 0 and meta["server_updates"] % every == 0:
+      return True
+    every_s = float(self.config.checkpoint_every_s)
+    return every_s > 0 and time.time() - self._last_save >= every_s
 
   def _resolve_metrics(self, meta):
     """Turns device-side losses of update records into floats (one host transfer)."""

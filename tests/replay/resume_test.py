@@ -12,12 +12,13 @@ ARGS = ["--config=configs/async_local_sgd.py:runlocal", "--config.replay.progres
         "--config.replay.plots=False", "--config.total_local_steps=160",
         "--config.data.seq_len=32", "--config.local_batch=2", "--config.H=4",
         "--config.data.val_sequences=8", "--config.val_batch=8", "--config.val_interval=32",
-        "--config.log_interval=16", "--config.checkpoint_every=4"]
+        "--config.log_interval=16", "--config.checkpoint_every=4",
+        "--config.checkpoint_every_s=0"]
 
 
 def _cmd(workdir, env_path):
-  return [sys.executable, "-m", "experiments.train", f"--workdir={workdir}",
-          f"--config.env={env_path}", *ARGS]
+  return [sys.executable, "-m", "experiments.train", ARGS[0], f"--workdir={workdir}",
+          f"--config.env={env_path}", *ARGS[1:]]
 
 
 def _steps(workdir):

@@ -44,6 +44,7 @@ def tiny_config(algorithm: str, env_path: str, *, problem: str = "lm", **overrid
   c.worker.t_warmup = 2
   c.worker.t_max = 12
   c.checkpoint_every = 0
+  c.checkpoint_every_s = 0.0
   c.replay.progress = False
   c.replay.plots = False
   for k, v in overrides.items():

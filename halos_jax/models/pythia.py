@@ -65,6 +65,57 @@ def apply_rotary(x_BxTxHxK: jax.Array, cos_TxR2: jax.Array, sin_TxR2: jax.Array)
   return rotated.astype(x_BxTxHxK.dtype)
 
 
+# Query-block size of causal_attention (0: one T x T block). Module attributes so the benchmark
+# can measure alternatives (benchmarks/step_vs_torch.py --model_opts); see docs/performance.md.
+ATTENTION_BLOCK = 0
+ATTENTION_REMAT = False
+SCAN_UNROLL = 1
+
+
+def _attention_block(q_BxCxHxK, k_BxSxHxK, v_BxSxHxK, q_start, dtype):
+  """softmax(q k^T / sqrt(K) + causal mask) v for queries q_start..q_start+C-1 and keys 0..S-1."""
+  C, S, K = q_BxCxHxK.shape[1], k_BxSxHxK.shape[1], q_BxCxHxK.shape[-1]
+  # scores[b, h, t, s] = q_t . k_s / sqrt(K), accumulated in fp32.
+  scores_BxHxCxS = jnp.einsum(
+      "bthk,bshk->bhts", q_BxCxHxK, k_BxSxHxK, preferred_element_type=jnp.float32
+  ) * (K ** -0.5)
+  # Causal: position t attends to s <= t. Masked scores become the most negative fp32, so
+  # exp(masked - max) is exactly 0 and future tokens cannot change earlier outputs.
+  t_C = q_start + jnp.arange(C)
+  causal_CxS = t_C[:, None] >= jnp.arange(S)[None, :]
+  scores_BxHxCxS = jnp.where(causal_CxS[None, None], scores_BxHxCxS, jnp.finfo(jnp.float32).min)
+  probs_BxHxCxS = jax.nn.softmax(scores_BxHxCxS, axis=-1)  # fp32
+  return jnp.einsum("bhts,bshk->bthk", probs_BxHxCxS.astype(dtype), v_BxSxHxK)
+
+
+def causal_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, dtype):
+  """Causal softmax attention, computed in query blocks of ATTENTION_BLOCK rows.
+
+  Query block [t0, t1) only needs keys [0, t1): its scores are (t1 - t0) x t1 instead of
+  rows of a T x T matrix, so the blocks above the diagonal (all masked, whose probabilities are
+  exactly 0) are never computed or stored. Each block's softmax runs over all of its keys at
+  once, so the result is the same softmax as the T x T version (up to fp32 summation order).
+
+  Args:
+    q_BxTxHxK: queries (rotated), shape (B, T, H, K).
+    k_BxTxHxK: keys (rotated), shape (B, T, H, K).
+    v_BxTxHxK: values, shape (B, T, H, K).
+    dtype: the compute dtype of the probabilities-times-values matmul.
+
+  Returns:
+    Attention outputs, shape (B, T, H, K), dtype of v.
+  """
+  T = q_BxTxHxK.shape[1]
+  block = ATTENTION_BLOCK if 0 < ATTENTION_BLOCK < T else T
+  fn = jax.checkpoint(_attention_block, static_argnums=(3, 4)) if ATTENTION_REMAT else (
+      _attention_block)
+  outs = []
+  for t0 in range(0, T, block):
+    t1 = min(t0 + block, T)
+    outs.append(fn(q_BxTxHxK[:, t0:t1], k_BxTxHxK[:, :t1], v_BxTxHxK[:, :t1], t0, dtype))
+  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+
+
 def _normal(std: float):
   return nnx.initializers.normal(stddev=std)
 
@@ -113,18 +164,7 @@ class Attention(nnx.Module):
     q_BxTxHxK = apply_rotary(q_BxTxHxK, cos_TxR2, sin_TxR2)
     k_BxTxHxK = apply_rotary(k_BxTxHxK, cos_TxR2, sin_TxR2)
 
-    # scores[b, h, t, s] = q_t . k_s / sqrt(K), accumulated in fp32.
-    scores_BxHxTxT = jnp.einsum(
-        "bthk,bshk->bhts", q_BxTxHxK, k_BxTxHxK, preferred_element_type=jnp.float32
-    ) * (K ** -0.5)
-    # Causal: position t attends to s <= t. Masked scores become the most negative fp32, so
-    # exp(masked - max) is exactly 0 and future tokens cannot change earlier outputs.
-    causal_TxT = jnp.tril(jnp.ones((T, T), dtype=bool))
-    scores_BxHxTxT = jnp.where(
-        causal_TxT[None, None], scores_BxHxTxT, jnp.finfo(jnp.float32).min
-    )
-    probs_BxHxTxT = jax.nn.softmax(scores_BxHxTxT, axis=-1)  # fp32
-    out_BxTxHxK = jnp.einsum("bhts,bshk->bthk", probs_BxHxTxT.astype(self.dtype), v_BxTxHxK)
+    out_BxTxHxK = causal_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, self.dtype)
     return self.dense(out_BxTxHxK.reshape(B, T, D))
 
 
@@ -207,7 +247,7 @@ class Pythia(nnx.Module):
     """
     x_BxTxD = self.embed_in(tokens_BxT)  # fp32 (the param dtype)
 
-    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry)
+    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry, unroll=SCAN_UNROLL)
     def run_layers(x_BxTxD, block: Block):
       return block(x_BxTxD)
 

@@ -126,6 +126,7 @@ class Replay:
     wall0 = time.time() - meta["wall_s"]
     events = self.events
     last_progress = 0.0
+    progress_every = 1.0 if sys.stdout.isatty() else 10.0  # a live line, or sparse log lines
     if meta["cursor"] == 0 and not meta["metrics"]:
       self._evaluate(tree, meta, t_ms=0.0, wall0=wall0)
 
@@ -165,10 +166,12 @@ class Replay:
       if ev.counted_steps >= 0:
         self._on_count(tree, meta, ev, wall0)
       now = time.time()
-      if self.config.replay.progress and now - last_progress > 2.0:
+      if self.config.replay.progress and now - last_progress > progress_every:
         last_progress = now
         self._progress(meta, ev, now - wall0)
 
+    if self.config.replay.progress and sys.stdout.isatty():
+      print(flush=True)  # end the live line
     meta["wall_s"] = time.time() - wall0
     meta["rounds_computed"] = meta.get("rounds_computed", 0)
     last = meta["metrics"][-1] if meta["metrics"] else None
@@ -280,15 +283,17 @@ class Replay:
       meta["next_eval"] += interval
 
   def _progress(self, meta, ev, wall):
+    """One line: simulated-time progress (the schedule's stop time is known), steps, val, ETA."""
     total = int(self.config.total_local_steps)
-    done = meta["counted_steps"]
+    t_stop = float(self.events[len(self.events) - 1].t) or 1.0
+    frac = min(1.0, float(ev.t) / t_stop)
     vals = [m["val_loss"] for m in meta["metrics"] if m["kind"] == "val"]
-    frac = min(1.0, done / total) if total else 1.0
-    eta = (wall / frac - wall) if frac > 0 else float("nan")
-    line = (f"steps {done}/{total} ({100 * frac:5.1f}%)  sim {ev.t / 3.6e6:7.4f} h  "
-            f"val {vals[-1]:.4f}  wall {wall:6.1f}s  eta {eta if math.isfinite(eta) else 0:6.1f}s")
+    eta = wall / frac - wall if frac > 0 else float("nan")
+    line = (f"sim {ev.t / 1e3:8.1f}/{t_stop / 1e3:.1f} s ({100 * frac:5.1f}%)  "
+            f"local steps {meta['counted_steps']}/{total}  val {vals[-1]:.4f}  "
+            f"wall {wall:6.1f}s  eta {eta if math.isfinite(eta) else 0:6.1f}s")
     if sys.stdout.isatty():
-      sys.stdout.write("\r" + line)
+      sys.stdout.write("\r" + line + " " * 4)
       sys.stdout.flush()
     else:
       self.log(line)

@@ -173,7 +173,6 @@ class Replay:
     if self.config.replay.progress and sys.stdout.isatty():
       print(flush=True)  # end the live line
     meta["wall_s"] = time.time() - wall0
-    meta["rounds_computed"] = meta.get("rounds_computed", 0)
     last = meta["metrics"][-1] if meta["metrics"] else None
     if last is None or last["kind"] != "val" or last["local_steps"] != meta["counted_steps"]:
       self._evaluate(tree, meta, t_ms=float(events[meta["cursor"] - 1].t), wall0=wall0)

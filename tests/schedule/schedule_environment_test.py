@@ -1,5 +1,6 @@
 """Environment loading and validation; ScheduleSettings validation and from_config."""
 import math
+import os
 
 import ml_collections
 import numpy as np
@@ -27,8 +28,14 @@ def test_presets_load():
   assert np.all(h.worker_speed == 1.0)
 
 
+# The specification's copy of the paper's environment, in the steering checkout beside this repo.
+SHARED_GEO4 = os.path.join(os.path.dirname(__file__), "..", "..", "..", "shared", "envs",
+                           "geo4.yaml")
+
+
+@pytest.mark.skipif(not os.path.exists(SHARED_GEO4), reason="no shared/ beside the checkout")
 def test_the_shared_geo4_file_equals_the_preset():
-  assert load_environment("/work/shared/envs/geo4.yaml") == load_environment("geo4")
+  assert load_environment(SHARED_GEO4) == load_environment("geo4")
 
 
 def test_from_dict_normalises_and_numbers_workers_region_by_region():

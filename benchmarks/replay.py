@@ -17,6 +17,7 @@ import time
 
 from absl import app
 from absl import flags
+from absl import logging
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -88,6 +89,7 @@ def _bare_loop(steps):
 
 def main(argv):
   del argv
+  logging.set_verbosity(logging.WARNING)  # no per-checkpoint INFO lines from orbax
   steps = _STEPS.value
   print(f"devices: {jax.device_count()} ({jax.devices()[0].platform}); {steps} local steps")
   _replay(True, 16)  # warm-up: compile every program once

@@ -65,11 +65,14 @@ def apply_rotary(x_BxTxHxK: jax.Array, cos_TxR2: jax.Array, sin_TxR2: jax.Array)
   return rotated.astype(x_BxTxHxK.dtype)
 
 
-# Query-block size of causal_attention (0: one T x T block). Module attributes so the benchmark
-# can measure alternatives (benchmarks/step_vs_torch.py --model_opts); see docs/performance.md.
-ATTENTION_BLOCK = 0
+# Performance switches (not the mathematics), module attributes read at trace time so the
+# benchmark can A/B them (benchmarks/step_vs_torch.py --model_opts); see docs/performance.md.
+# ATTENTION_BLOCK: query-block size of causal_attention (0: one T x T block).
+# ATTENTION_REMAT: recompute each attention block in the backward pass (saves its scores).
+# SCAN_UNROLL: nnx.scan unroll of the layer loop (True: fully unrolled, +22% on tiny).
+ATTENTION_BLOCK = 512
 ATTENTION_REMAT = False
-SCAN_UNROLL = 1
+SCAN_UNROLL = True
 
 
 def _attention_block(q_BxCxHxK, k_BxSxHxK, v_BxSxHxK, q_start, dtype):

@@ -97,6 +97,7 @@ class Replay:
         "metrics": [],
         "wall_s": 0.0,
         "rounds_computed": 0,
+        "steps_computed": 0,  # local steps actually run (in-flight rounds at the stop included)
     }
     return ReplayState(tree, meta)
 
@@ -208,6 +209,7 @@ class Replay:
       tree["snapshot"][v] = tree["delta"][v]  # the snapshot is no longer needed: free it
       meta["status"][v] = COMPUTED
     meta["rounds_computed"] += len(todo)
+    meta["steps_computed"] += sum(s.H for s in specs)
     self._since_sync += 1
     if self._since_sync >= max(1, int(self.config.replay.sync_every)):
       # CPU collectives must not pile up: wait for this batch before dispatching more.

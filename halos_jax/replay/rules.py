@@ -97,7 +97,8 @@ class AsyncLocalSGD(ServerRules):
   def model(self, servers, server):
     return servers["params"]
 
-  evaluated = lambda self, servers: servers["params"]  # noqa: E731
+  def evaluated(self, servers):
+    return servers["params"]
 
   def on_arrive(self, servers, ev, result):
     params, opt = self._step(servers["params"], servers["opt"], result.delta)
@@ -110,7 +111,8 @@ class _Synchronous(ServerRules):
   def model(self, servers, server):
     return servers["params"]
 
-  evaluated = lambda self, servers: servers["params"]  # noqa: E731
+  def evaluated(self, servers):
+    return servers["params"]
 
   def on_arrive(self, servers, ev, result):
     return servers  # the update happens at the round's sync

@@ -115,6 +115,26 @@ def fill_async_versions(cols: dict, kind: np.ndarray, st: np.ndarray, ar: np.nda
   cols["version"][sel] = counts
 
 
+def async_round_columns(kind: np.ndarray, idx: np.ndarray, plan, settings, *,
+                        round_worker: np.ndarray, t_start: np.ndarray, t_arrive: np.ndarray):
+  """Columns of an asynchronous schedule's starts and arrivals (Async Local-SGD, HALoS).
+
+  Hands out the data blocks in round order, fills every start/arrive field and the server
+  versions; returns (columns, start positions, arrival positions).
+  """
+  cols = ev.empty_columns(len(kind))
+  cols["kind"][:] = kind
+  round_H = plan.worker_H[round_worker]
+  data_start, data_end, lr_offset = data_blocks(
+      round_H, settings.local_batch, settings.global_batch, plan.uniform_H)
+  st, ar = fill_rounds(
+      cols, kind, idx, round_worker=round_worker, round_H=round_H, t_start=t_start,
+      t_arrive=t_arrive, data_start=data_start, data_end=data_end, lr_offset=lr_offset,
+      worker_server=plan.worker_server)
+  fill_async_versions(cols, kind, st, ar)
+  return cols, st, ar
+
+
 def finish(cols: dict) -> dict:
   """Sanity checks every builder's output must pass (cheap, vectorised)."""
   t = cols["t"]

@@ -71,16 +71,8 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   idx[w_count::2] = arr_round
   idx[w_count + 1::2] = np.arange(w_count, w_count + n_arr)  # the stop's entry is unused
   idx[-1] = 0
-  cols = ev.empty_columns(n)
-  cols["kind"][:] = kind
-  round_H = plan.worker_H[round_worker]
-  data_start, data_end, lr_offset = _assemble.data_blocks(
-      round_H, settings.local_batch, settings.global_batch, plan.uniform_H)
-  st, ar = _assemble.fill_rounds(
-      cols, kind, idx, round_worker=round_worker, round_H=round_H, t_start=t_start,
-      t_arrive=t_arrive, data_start=data_start, data_end=data_end, lr_offset=lr_offset,
-      worker_server=plan.worker_server)
-  _assemble.fill_async_versions(cols, kind, st, ar)
+  cols, st, ar = _assemble.async_round_columns(
+      kind, idx, plan, settings, round_worker=round_worker, t_start=t_start, t_arrive=t_arrive)
   cols["counted_steps"][ar] = np.cumsum(cols["steps"][ar], dtype=np.int64)
   cols["t"][-1] = at[-1]
   cols["version"][-1] = n_arr

@@ -135,16 +135,8 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   body_idx = idx[w_count:-1]
   body_idx[body_kind == ev.ARRIVE] = arr_round
   body_idx[body_kind == ev.START] = np.arange(w_count, w_count + n_arr)
-  cols = ev.empty_columns(n)
-  cols["kind"][:] = kind
-  round_H = plan.worker_H[round_worker]
-  data_start, data_end, lr_offset = _assemble.data_blocks(
-      round_H, settings.local_batch, settings.global_batch, plan.uniform_H)
-  st, ar = _assemble.fill_rounds(
-      cols, kind, idx, round_worker=round_worker, round_H=round_H, t_start=t_start,
-      t_arrive=t_arrive, data_start=data_start, data_end=data_end, lr_offset=lr_offset,
-      worker_server=plan.worker_server)
-  _assemble.fill_async_versions(cols, kind, st, ar)
+  cols, st, ar = _assemble.async_round_columns(
+      kind, idx, plan, settings, round_worker=round_worker, t_start=t_start, t_arrive=t_arrive)
   cols["t"][:] = t_all  # the loop's times for every event (starts/arrivals agree exactly)
 
   lps = np.frombuffer(ex_lps, dtype=np.int64)

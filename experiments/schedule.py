@@ -23,6 +23,7 @@ from absl import flags
 from ml_collections import config_flags
 
 from halos_jax import schedule as schedule_lib
+from halos_jax import validation
 from halos_jax.schedule import analysis
 from halos_jax.schedule import events
 
@@ -62,7 +63,8 @@ def run(config, *, out=None, summary_json=None, gantt=None, staleness=None,
   """Builds the schedule of `config`, writes the requested outputs, returns the summary.
 
   Raises:
-    InvalidEnvironment, InvalidSettings, UsageError: bad input; nothing has been written.
+    ConfigError, InvalidEnvironment, InvalidSettings, UsageError: bad input; nothing has been
+      written.
   """
   targets = {k: Path(v) for k, v in (("out", out), ("summary_json", summary_json),
                                      ("gantt", gantt), ("staleness", staleness)) if v}
@@ -71,6 +73,7 @@ def run(config, *, out=None, summary_json=None, gantt=None, staleness=None,
       raise UsageError(f"--{flag}={path}: folder {str(path.parent)!r} does not exist")
   if gantt_until_ms is not None and not gantt_until_ms > 0:
     raise UsageError(f"--gantt_until_ms must be > 0, got {gantt_until_ms}")
+  validation.validate_schedule_config(config)  # ConfigError: one line naming the field
   schedule = schedule_lib.schedule_from_config(
       config, default_message_bytes=default_message_bytes(config))
   summary = schedule.summary()

@@ -80,6 +80,7 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
   c.checkpoint_every = 0  # checkpoint every this many server updates (0: off)
   c.checkpoint_every_s = 600.0  # ... and after this many wall seconds since the last (0: off)
   c.checkpoint_keep = 2  # checkpoints kept
+  c.nonfinite = "stop"  # a round's loss/pseudo-gradient not finite: 'stop' (error) | 'skip' it
   c.seed = 0  # model initialisation seed
   c.replay = ml_collections.ConfigDict()
   c.replay.parallel = True  # batch independent worker rounds on the device mesh

@@ -24,10 +24,12 @@ from typing import Any
 import jax
 import ml_collections
 
+from halos_jax import distributed
 from halos_jax import schedule as schedule_lib
+from halos_jax import validation
 from halos_jax.replay import checkpoint as ckpt_lib
 from halos_jax.replay import metrics as metrics_lib
-from halos_jax.replay.engine import Replay
+from halos_jax.replay.engine import Replay, interrupt_on_signals
 from halos_jax.replay.problem import Problem, make_problem, params_sha256
 from halos_jax.replay.rounds import RoundRunner
 from halos_jax.replay.rules import rules_for
@@ -36,8 +38,8 @@ from halos_jax.replay.rules import rules_for
 _RESUMABLE_KEYS = ("replay", "checkpoint_every", "checkpoint_every_s", "checkpoint_keep")
 
 
-class ConfigError(ValueError):
-  """A config value is invalid (the message names the field, the value and what is allowed)."""
+# A config value is invalid (the message names the field, the value and what is allowed).
+ConfigError = validation.ConfigError
 
 
 def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
@@ -65,12 +67,11 @@ def build_schedule(config: ml_collections.ConfigDict):
 
 
 def _devices(config) -> list[Any]:
-  devices = jax.local_devices()
-  n = int(config.replay.num_devices)
-  if n < 0 or n > len(devices):
-    raise ConfigError(
-        f"replay.num_devices={n}: must be between 0 (all) and the {len(devices)} local devices")
-  return devices[:n] if n else devices
+  """The mesh's devices: those of every process in a multi-process run (docs/scale.md)."""
+  try:
+    return distributed.mesh_devices(int(config.replay.num_devices))
+  except ValueError as e:
+    raise ConfigError(str(e)) from None
 
 
 def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
@@ -85,11 +86,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     on_event: optional observer of every replayed event (see halos_jax.replay.Replay).
   """
   wall_start = time.time()
+  # Every input checked before anything is built or written (a ConfigError names the field).
+  validation.validate_run(config, workdir, with_problem=problem is None)
   config = resolve_config(config)
   schedule = build_schedule(config)
   problem = problem or make_problem(config)
-  os.makedirs(workdir, exist_ok=True)
-  metrics_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  # Several processes (halos_jax.distributed): all compute, process 0 alone writes and logs.
+  primary = distributed.is_primary()
+  if primary:
+    os.makedirs(workdir, exist_ok=True)
+    metrics_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
+  else:
+    config.replay.progress = False
 
   rules = rules_for(config, problem, schedule.env.num_workers, schedule.num_servers)
   h_max = max((ev.H for ev in schedule.events if ev.kind == "start"), default=1)
@@ -101,16 +109,26 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
               "data": problem.data.fingerprint()}
   checkpointer = ckpt_lib.Checkpointer(
       os.path.join(workdir, "checkpoints"), keep=config.checkpoint_keep, identity=identity)
+  if not primary:
+    checkpointer = distributed.ReadOnlyCheckpointer(checkpointer)
   replay = Replay(config, schedule, problem, rules, runner, checkpointer=checkpointer,
                   on_event=on_event)
-  template = replay.initial_state()
-  state = checkpointer.latest(template)
-  if state is not None:
-    print(f"[train] resuming from event {state.meta['cursor']} of {len(schedule.events)} "
-          f"({state.meta['counted_steps']} local steps)", flush=True)
-  final = replay.run(state or template)
-  checkpointer.save(final)
-  checkpointer.close()
+  # SIGINT/SIGTERM: checkpoint at the next event boundary, then `engine.Interrupted`.
+  with interrupt_on_signals():
+    try:
+      template = replay.initial_state()
+      state = checkpointer.latest(template)
+      # Every process resumes from the same event (this also orders process 0's next save
+      # after every process's read).
+      distributed.agree(-1 if state is None else int(state.meta["cursor"]),
+                        "the event to resume from")
+      if state is not None and primary:
+        print(f"[train] resuming from event {state.meta['cursor']} of {len(schedule.events)} "
+              f"({state.meta['counted_steps']} local steps)", flush=True)
+      final = replay.run(state or template)
+      checkpointer.save(final)
+    finally:
+      checkpointer.close()
 
   evaluated = rules.evaluated(final.tree["servers"])
   meta = final.meta
@@ -127,6 +145,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "server_updates": int(meta["server_updates"]),
       "rounds_computed": int(meta["rounds_computed"]),
       "steps_computed": int(meta["steps_computed"]),
+      "skipped_updates": int(meta.get("skipped_updates", 0)),  # nonfinite='skip'
       "schedule_sha256": schedule.sha256(),
       "params_sha256": params_sha256(evaluated),
       "wall_time_s": round(meta["wall_s"], 3),
@@ -136,6 +155,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   if config.runlocal and config.problem == "lm":
     summary["note"] = ("runlocal: tiny model on the embedded corpus; simulated time uses the "
                        "paper's timing (Pythia-70M messages, 238.391 ms per step)")
+  if not primary:
+    return summary
   metrics_lib.write_jsonl(os.path.join(workdir, "metrics.jsonl"), meta["metrics"])
   schedule.write_jsonl(os.path.join(workdir, "schedule.jsonl"))
   ckpt_lib.save_params(os.path.join(workdir, "final_model"), evaluated)

@@ -30,6 +30,7 @@ from typing import Any, Callable, NamedTuple
 
 import jax
 import jax.numpy as jnp
+import numpy as np
 from flax import nnx
 
 from halos_jax.models.config import PythiaConfig
@@ -79,6 +80,111 @@ def cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
   logp_BxTxV = jax.nn.log_softmax(logits_BxTxV.astype(jnp.float32), axis=-1)
   nll_BxT = -jnp.take_along_axis(logp_BxTxV, targets_BxT[..., None], axis=-1)[..., 0]
   return jnp.mean(nll_BxT)
+
+
+# Tokens per chunk of the fused head + cross-entropy in `loss` (a performance switch, not the
+# mathematics; 0: logits for all tokens at once, then cross_entropy). See docs/performance.md.
+LOSS_CHUNK = 512
+
+
+def _head_logits(h_CxD, w_DxV, dtype):
+  # As Pythia.embed_out: operands in the compute dtype, logits accumulated in fp32.
+  return jnp.dot(h_CxD.astype(dtype), w_DxV.astype(dtype), preferred_element_type=jnp.float32)
+
+
+def _chunk_nll(h_CxD, w_DxV, targets_C, dtype):
+  """-log softmax(h w)[target] per token (C,), the fp32 logits (C, V) and logsumexp (C,)."""
+  logits_CxV = _head_logits(h_CxD, w_DxV, dtype)
+  lse_C = jax.nn.logsumexp(logits_CxV, axis=-1)
+  target_logit_C = jnp.take_along_axis(logits_CxV, targets_C[:, None], axis=-1)[:, 0]
+  return lse_C - target_logit_C, logits_CxV, lse_C
+
+
+def _chunk_nll_and_grads(h_CxD, w_DxV, targets_C, dtype, scale):
+  """_chunk_nll's nll (C,) and the gradients of scale * sum(nll) w.r.t. h (C, D), w (D, V)."""
+  nll, logits_CxV, lse_C = _chunk_nll(h_CxD, w_DxV, targets_C, dtype)
+  # d nll / d logits = softmax(logits) - onehot(target).
+  dlogits_CxV = (jnp.exp(logits_CxV - lse_C[:, None])
+                 - jax.nn.one_hot(targets_C, logits_CxV.shape[-1], dtype=jnp.float32)) * scale
+  dlogits_CxV = dlogits_CxV.astype(dtype)
+  dh_CxD = jnp.dot(dlogits_CxV, w_DxV.astype(dtype).T, preferred_element_type=jnp.float32)
+  dw_DxV = jnp.dot(h_CxD.astype(dtype).T, dlogits_CxV, preferred_element_type=jnp.float32)
+  return nll, dh_CxD, dw_DxV
+
+
+def _chunked(fn, h_NxD, targets_N, chunk, init):
+  """Folds fn(carry, h_chunk, targets_chunk) -> (carry, ys) over token chunks (scan + tail).
+
+  ys: a tuple of per-token arrays (chunk, ...); returned concatenated to (N, ...).
+  """
+  n = h_NxD.shape[0]
+  full = n // chunk * chunk
+  parts = []
+  carry = init
+  if full:
+    carry, ys = jax.lax.scan(
+        lambda c, xs: fn(c, *xs), carry,
+        (h_NxD[:full].reshape(n // chunk, chunk, -1), targets_N[:full].reshape(n // chunk, chunk)))
+    parts.append(tuple(y.reshape(full, *y.shape[2:]) for y in ys))
+  if full < n:
+    carry, ys = fn(carry, h_NxD[full:], targets_N[full:])
+    parts.append(ys)
+  return carry, tuple(jnp.concatenate(y) if len(parts) > 1 else y[0] for y in zip(*parts))
+
+
+def _mean(nll_N):
+  # Shifted mean c + mean(nll - c), c = nll[0]: XLA's CPU reduction sums sequentially, and
+  # summing the small deviations loses less than summing N values of ~ln V (for N = 128 equal
+  # values the plain fp32 mean is 5 ulps off, the shifted one exact).
+  c = nll_N[0]
+  return c + jnp.mean(nll_N - c)
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def head_cross_entropy(h_NxD, w_DxV, targets_N, dtype, chunk):
+  """mean_n -log softmax(h_n w)[targets_n], computed chunk tokens at a time.
+
+  Equal to cross_entropy(h @ w, targets) (up to fp32 summation order) without materialising
+  the (N, V) logits: each chunk's (chunk, V) logits live only inside one scan step. The
+  gradient is computed in the forward pass of differentiation (the loss is the scalar output,
+  so its cotangent only scales it): dh and dw are the residuals, nothing is recomputed.
+
+  Args:
+    h_NxD: final hidden states, (N, D) float32.
+    w_DxV: the head kernel, (D, V) float32.
+    targets_N: integer target ids, (N,).
+    dtype: compute dtype of the head matmuls (logits accumulate to fp32).
+    chunk: tokens per chunk (static).
+
+  Returns:
+    The scalar mean negative log-likelihood, float32.
+  """
+  def fn(carry, h_CxD, t_C):
+    return carry, (_chunk_nll(h_CxD, w_DxV, t_C, dtype)[0],)
+  _, (nll_N,) = _chunked(fn, h_NxD, targets_N, chunk, ())
+  return _mean(nll_N)
+
+
+def _head_cross_entropy_fwd(h_NxD, w_DxV, targets_N, dtype, chunk):
+  scale = 1.0 / h_NxD.shape[0]
+
+  def fn(dw_DxV, h_CxD, t_C):
+    nll_C, dh_CxD, dw_c = _chunk_nll_and_grads(h_CxD, w_DxV, t_C, dtype, scale)
+    return dw_DxV + dw_c, (nll_C, dh_CxD)
+
+  dw_DxV, (nll_N, dh_NxD) = _chunked(
+      fn, h_NxD, targets_N, chunk, jnp.zeros(w_DxV.shape, jnp.float32))
+  return _mean(nll_N), (dh_NxD, dw_DxV, targets_N)
+
+
+def _head_cross_entropy_bwd(dtype, chunk, res, g):
+  del dtype, chunk
+  dh_NxD, dw_DxV, targets_N = res
+  zero_targets = np.zeros(targets_N.shape, jax.dtypes.float0)
+  return g * dh_NxD, g * dw_DxV, zero_targets
+
+
+head_cross_entropy.defvjp(_head_cross_entropy_fwd, _head_cross_entropy_bwd)
 
 
 def make_language_model(cfg: PythiaConfig) -> LanguageModel:
@@ -148,7 +254,13 @@ def _make_language_model(cfg: PythiaConfig) -> LanguageModel:
           f"batch needs length >= 2 (inputs batch[:, :-1], targets batch[:, 1:]), got shape "
           f"{tuple(batch_BxT1.shape)}"
       )
-    logits_BxTxV = _model(params)(batch_BxT1[:, :-1])
-    return cross_entropy(logits_BxTxV, batch_BxT1[:, 1:])
+    model = _model(params)
+    if not LOSS_CHUNK:
+      return cross_entropy(model(batch_BxT1[:, :-1]), batch_BxT1[:, 1:])
+    h_BxTxD = model.hidden(batch_BxT1[:, :-1])
+    B, T, D = h_BxTxD.shape
+    return head_cross_entropy(
+        h_BxTxD.reshape(B * T, D), model.embed_out.kernel[...], batch_BxT1[:, 1:].reshape(B * T),
+        jnp.dtype(cfg.compute_dtype), min(LOSS_CHUNK, B * T))
 
   return LanguageModel(init=init, apply=apply, loss=loss)

@@ -239,6 +239,17 @@ class Pythia(nnx.Module):
         rngs=rngs,
     )
 
+  def hidden(self, tokens_BxT: jax.Array) -> jax.Array:
+    """The final-LayerNorm output that embed_out maps to logits: (B, T, D) float32."""
+    x_BxTxD = self.embed_in(tokens_BxT)  # fp32 (the param dtype)
+
+    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry, unroll=SCAN_UNROLL)
+    def run_layers(x_BxTxD, block: Block):
+      return block(x_BxTxD)
+
+    x_BxTxD = run_layers(x_BxTxD, self.layers)
+    return self.final_layer_norm(x_BxTxD)
+
   def __call__(self, tokens_BxT: jax.Array) -> jax.Array:
     """Next-token logits.
 
@@ -248,12 +259,5 @@ class Pythia(nnx.Module):
     Returns:
       Logits of shape (B, T, V), float32; logits[:, t] depends only on tokens[:, :t + 1].
     """
-    x_BxTxD = self.embed_in(tokens_BxT)  # fp32 (the param dtype)
-
-    @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry, unroll=SCAN_UNROLL)
-    def run_layers(x_BxTxD, block: Block):
-      return block(x_BxTxD)
-
-    x_BxTxD = run_layers(x_BxTxD, self.layers)
-    logits_BxTxV = self.embed_out(self.final_layer_norm(x_BxTxD))
+    logits_BxTxV = self.embed_out(self.hidden(tokens_BxT))
     return logits_BxTxV.astype(jnp.float32)

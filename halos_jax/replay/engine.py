@@ -9,12 +9,23 @@ go to the algorithm's `ServerRules`. Same config -> same events -> same bits.
 Simulation state (everything a checkpoint holds) has a fixed structure: per worker one slot for
 the snapshot of its round in flight and one for that round's result (a worker has at most one
 round in flight in every algorithm), its optimizer state, and the servers' state.
+
+Faults (docs/replay.md, "Faults"):
+- a round whose loss or pseudo-gradient is not finite either stops the run before anything
+  non-finite is checkpointed (config `nonfinite='stop'`, `NonFiniteError`) or its server update is
+  skipped (`nonfinite='skip'`); the check is a device-side flag per round, read on the host only
+  where losses are read anyway (metric windows, checkpoints, the end);
+- `request_interrupt` (what SIGINT/SIGTERM do under `interrupt_on_signals`) makes the walk save a
+  checkpoint at the next event boundary and raise `Interrupted`.
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import math
+import signal
 import sys
+import threading
 import time
 from typing import Any, Callable
 
@@ -27,6 +38,114 @@ from halos_jax.replay.rounds import RoundResult, RoundRunner, RoundSpec
 from halos_jax.replay.rules import ServerRules
 
 IDLE, PENDING, COMPUTED = "idle", "pending", "computed"
+NONFINITE_POLICIES = ("stop", "skip")
+
+
+class NonFiniteError(RuntimeError):
+  """A round produced a non-finite loss or pseudo-gradient (policy 'stop'), or the servers'
+  state became non-finite; nothing non-finite was checkpointed."""
+
+
+class Interrupted(KeyboardInterrupt):
+  """The run was interrupted (SIGINT/SIGTERM); a checkpoint was saved at an event boundary.
+
+  Attributes:
+    signum: the signal that asked for the interruption.
+    cursor: events replayed when the checkpoint was taken.
+    num_events: events in the schedule.
+    checkpoint: the directory of the checkpoint saved, or None (no checkpointer).
+  """
+
+  def __init__(self, signum: int, cursor: int, num_events: int, checkpoint: str | None):
+    super().__init__(signum, cursor, num_events, checkpoint)
+    self.signum, self.cursor, self.num_events, self.checkpoint = (
+        signum, cursor, num_events, checkpoint)
+
+  def __str__(self):
+    name = signal.Signals(self.signum).name
+    if self.checkpoint is None:
+      return f"{name} at event {self.cursor} of {self.num_events}; no checkpointer, nothing saved"
+    return (f"{name}: checkpoint saved at event {self.cursor} of {self.num_events} "
+            f"({self.checkpoint}); re-run the same command to resume")
+
+
+# The interruption request (a signal number), set by a signal handler and read by Replay.run at
+# every event boundary: handlers only set it, the walk itself saves.
+_interrupt_request: list[int] = []
+
+
+def request_interrupt(signum: int = signal.SIGINT) -> None:
+  """Asks a running `Replay.run` to checkpoint at the next event boundary and raise
+  `Interrupted` (safe to call from a signal handler or from an `on_event` observer)."""
+  _interrupt_request[:] = [int(signum)]
+
+
+@contextlib.contextmanager
+def interrupt_on_signals(signums=(signal.SIGINT, signal.SIGTERM)):
+  """Within the block, the first SIGINT/SIGTERM requests an interruption (`request_interrupt`);
+  the handlers in place before are then restored, so a second signal acts as usual (Ctrl-C
+  twice quits at once, without saving). Outside the main thread this does nothing."""
+  if threading.current_thread() is not threading.main_thread():
+    yield
+    return
+  previous = {s: signal.getsignal(s) for s in signums}
+
+  def restore():
+    for s, h in previous.items():
+      signal.signal(s, h if h is not None else signal.SIG_DFL)
+
+  def handler(signum, frame):
+    del frame
+    request_interrupt(signum)
+    restore()
+
+  for s in signums:
+    signal.signal(s, handler)
+  try:
+    yield
+  finally:
+    restore()
+    _interrupt_request.clear()
+
+
+def _all_finite(tree) -> jax.Array:
+  leaves = jax.tree.leaves(tree)
+  if not leaves:
+    return jnp.asarray(True)
+  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
+
+
+@jax.jit
+def _nonfinite_code(delta, loss) -> jax.Array:
+  """One round: 0 if finite, +1 for a non-finite loss, +2 for a non-finite (pseudo-)gradient.
+
+  One program per result structure (not per batch size): a batch costs one tiny dispatch per
+  round, and nothing is read on the host here."""
+  return (~jnp.isfinite(loss)).astype(jnp.int32) + 2 * (~_all_finite(delta)).astype(jnp.int32)
+
+
+def _nonfinite_codes(deltas, losses) -> list[jax.Array]:
+  return [_nonfinite_code(d, l) for d, l in zip(deltas, losses)]
+
+
+@jax.jit
+def _combine_codes(codes) -> jax.Array:
+  codes = jnp.stack(codes)
+  return jnp.any(codes & 1).astype(jnp.int32) + 2 * jnp.any(codes & 2).astype(jnp.int32)
+
+
+@jax.jit
+def _select_if_finite(code, new, old):
+  """`new` where code == 0 else `old`, leaf by leaf (exactly `new` when finite)."""
+  return jax.tree.map(lambda a, b: jnp.where(code == 0, a, b), new, old)
+
+
+_all_finite_jit = jax.jit(_all_finite)
+
+
+def _what(code: int, gradient: bool = False) -> str:
+  grad = "gradient" if gradient else "pseudo-gradient"
+  return {1: "loss", 2: grad, 3: f"loss and {grad}"}[int(code)]
 
 
 @dataclasses.dataclass
@@ -49,6 +168,11 @@ class Replay:
     log: function printing one progress line.
     on_event: optional observer called after every event with (event, state tree, rules);
       tests use it to record trajectories. It must not modify the tree.
+
+  Raises (from `run`):
+    NonFiniteError: policy 'stop' and a round's loss or pseudo-gradient is not finite, or the
+      servers' state is not finite before a checkpoint or at the end.
+    Interrupted: `request_interrupt` was called; a checkpoint was saved first.
   """
 
   def __init__(self, config, schedule, problem: Problem, rules: ServerRules,
@@ -66,6 +190,10 @@ class Replay:
     self.on_event = on_event
     self.num_workers = int(schedule.env.num_workers)
     self.tokens_per_step = int(config.local_batch) * int(problem.tokens_per_sequence)
+    self.nonfinite = config.get("nonfinite", "stop")
+    if self.nonfinite not in NONFINITE_POLICIES:
+      raise ValueError(f"nonfinite={self.nonfinite!r}: must be one of {NONFINITE_POLICIES}")
+    self.skip = self.nonfinite == "skip"
     self._eval_loss = jax.jit(problem.loss)
     self._validation = None
     self._since_sync = 0
@@ -98,6 +226,7 @@ class Replay:
         "wall_s": 0.0,
         "rounds_computed": 0,
         "steps_computed": 0,  # local steps actually run (in-flight rounds at the stop included)
+        "skipped_updates": 0,  # server updates skipped for non-finite results (policy 'skip')
     }
     return ReplayState(tree, meta)
 
@@ -124,6 +253,10 @@ class Replay:
     """Runs from `state` (or the start) to the `stop` event; returns the final state."""
     state = state or self.initial_state()
     tree, meta = state.tree, state.meta
+    # Losses and skip checks since the last update record, saved by an interruption checkpoint.
+    for key in ("pending_losses", "pending_skips"):
+      if key in meta:
+        meta["_" + key] = [list(e) for e in meta.pop(key)]
     wall0 = time.time() - meta["wall_s"]
     events = self.events
     last_progress = 0.0
@@ -143,15 +276,27 @@ class Replay:
         w = ev.worker
         self._ensure_computed(tree, meta, w)
         result = RoundResult(tree["delta"][w], None, tree["loss"][w])
-        tree["servers"] = self.rules.on_arrive(tree["servers"], ev, result)
-        self._account_loss(meta, tree["loss"][w], ev.H)
+        before = tree["servers"]
+        tree["servers"] = self.rules.on_arrive(before, ev, result)
+        code = None
+        if self.skip:
+          code = _nonfinite_codes([result.delta], [result.loss])[0]
+          if tree["servers"] is not before:  # this arrival updates a server
+            tree["servers"] = self._skip_if_nonfinite(code, before, tree["servers"], ev, meta)
+        self._account_loss(meta, tree["loss"][w], ev.H, code)
       elif kind == "sync":
         workers = [self._worker_of_round(meta, r) for r in ev.rounds]
         for w in workers:
           self._ensure_computed(tree, meta, w)
         results = [RoundResult(tree["delta"][w], None, tree["loss"][w]) for w in workers]
         specs = [RoundSpec(*meta["spec"][w]) for w in workers]
-        tree["servers"] = self.rules.on_sync(tree["servers"], ev, results, specs)
+        before = tree["servers"]
+        tree["servers"] = self.rules.on_sync(before, ev, results, specs)
+        if self.skip:
+          code = _combine_codes(
+              _nonfinite_codes([r.delta for r in results], [r.loss for r in results]))
+          tree["servers"] = self._skip_if_nonfinite(code, before, tree["servers"], ev, meta,
+                                                    workers=workers)
         for w in workers:
           meta["status"][w] = IDLE
       elif kind == "stop":
@@ -170,6 +315,8 @@ class Replay:
       if self.config.replay.progress and now - last_progress > progress_every:
         last_progress = now
         self._progress(meta, ev, now - wall0)
+      if _interrupt_request and meta["cursor"] < len(events):
+        self._interrupt(tree, meta, wall0)
 
     if self.config.replay.progress and sys.stdout.isatty():
       print(flush=True)  # end the live line
@@ -178,6 +325,9 @@ class Replay:
     if last is None or last["kind"] != "val" or last["local_steps"] != meta["counted_steps"]:
       self._evaluate(tree, meta, t_ms=float(events[meta["cursor"] - 1].t), wall0=wall0)
     self._resolve_metrics(meta)
+    # Skips after the last update record are counted too (they changed an LPS, say).
+    self._count_skips(meta, jax.device_get(meta.pop("_pending_skips", [])))
+    self._check_servers_finite(tree, meta)
     return ReplayState(tree, meta)
 
   # -- pieces of the walk ----------------------------------------------------------------------
@@ -200,8 +350,15 @@ class Replay:
     else:
       todo = [w]
     specs = [RoundSpec(*meta["spec"][v]) for v in todo]
-    results = self.runner.run(
-        specs, [tree["snapshot"][v] for v in todo], [tree["worker_opt"][v] for v in todo])
+    old_opts = [tree["worker_opt"][v] for v in todo]
+    results = self.runner.run(specs, [tree["snapshot"][v] for v in todo], old_opts)
+    codes = _nonfinite_codes([r.delta for r in results], [r.loss for r in results])
+    if self.skip:
+      # A round that will be skipped must not leave a non-finite optimizer state behind.
+      results = [r._replace(opt_state=_select_if_finite(c, r.opt_state, o))
+                 for r, c, o in zip(results, codes, old_opts)]
+    else:
+      meta.setdefault("_round_checks", []).append((codes, specs, meta["cursor"]))
     for v, res in zip(todo, results):
       tree["delta"][v] = res.delta
       tree["worker_opt"][v] = res.opt_state
@@ -216,8 +373,43 @@ class Replay:
       jax.block_until_ready(results[-1].delta)
       self._since_sync = 0
 
-  def _account_loss(self, meta, loss, steps):
-    meta.setdefault("_pending_losses", []).append((loss, int(steps)))
+  def _account_loss(self, meta, loss, steps, code=None):
+    meta.setdefault("_pending_losses", []).append([loss, int(steps), code])
+
+  def _skip_if_nonfinite(self, code, before, after, ev, meta, workers=None):
+    """Policy 'skip': `after` if code == 0, else the servers with this update skipped.
+
+    Device-side (no host sync): the decision is a select on the flag; the rules say what a
+    skipped update leaves (`ServerRules.skipped`: by default the servers as they were). Only
+    leaves the update changed are selected.
+    """
+    skipped = self.rules.skipped(before, after, ev)
+    new, treedef = jax.tree.flatten(after)
+    old = treedef.flatten_up_to(skipped)
+    changed = [i for i, (a, b) in enumerate(zip(new, old)) if a is not b]
+    chosen = _select_if_finite(code, [new[i] for i in changed], [old[i] for i in changed])
+    for i, leaf in zip(changed, chosen):
+      new[i] = leaf
+    workers = [ev.worker] if workers is None else list(workers)
+    rounds = [RoundSpec(*meta["spec"][w]).round for w in workers]
+    info = {"event": meta["cursor"], "kind": ev.kind, "t_ms": float(ev.t), "workers": workers,
+            "rounds": rounds, "gradient": bool(self.rules.gradient_rounds)}
+    meta.setdefault("_pending_skips", []).append([code, info])
+    return jax.tree.unflatten(treedef, new)
+
+  def _count_skips(self, meta, skips) -> int:
+    """Counts resolved skip checks [(code, info)] into meta['skipped_updates'] and logs them."""
+    n = 0
+    for code, info in skips:
+      if int(code):
+        n += 1
+        rounds = ", ".join(f"round {r} of worker {w}" for r, w in zip(info["rounds"],
+                                                                         info["workers"]))
+        self.log(f"[replay] skipped the server update at event {info['event']} "
+                 f"({info['kind']}, simulated time {info['t_ms'] / 1e3:.3f} s): non-finite "
+                 f"{_what(int(code), info['gradient'])} ({rounds})")
+    meta["skipped_updates"] = meta.get("skipped_updates", 0) + n
+    return n
 
   def _on_count(self, tree, meta, ev, wall0):
     """A server update of the evaluated model: metrics, validation, checkpoints."""
@@ -229,6 +421,8 @@ class Replay:
               "tokens": steps * self.tokens_per_step, "t_ms": t_ms,
               "wall_s": round(time.time() - wall0, 3)}
     record["_losses"] = meta.pop("_pending_losses", [])
+    if self.skip:
+      record["_skips"] = meta.pop("_pending_skips", [])
     meta["metrics"].append(record)
     if steps >= meta["next_log"]:
       self._resolve_metrics(meta)
@@ -243,10 +437,66 @@ class Replay:
     if steps >= meta["next_eval"]:
       self._evaluate(tree, meta, t_ms, wall0)
     if self.checkpointer is not None and self._checkpoint_due(meta):
-      self._resolve_metrics(meta)
-      meta["wall_s"] = time.time() - wall0
+      self._save(tree, meta, wall0)
+
+  def _save(self, tree, meta, wall0):
+    """Checkpoints the state at this event boundary (after checking it is all finite)."""
+    self._resolve_metrics(meta)
+    self._check_servers_finite(tree, meta)
+    meta["wall_s"] = time.time() - wall0
+    # Losses and skip checks not yet in an update record (an interruption between two
+    # counting events) go into the checkpoint as plain numbers.
+    got = jax.device_get((meta.get("_pending_losses", []), meta.get("_pending_skips", [])))
+    losses = [[float(v), int(s), None if c is None else int(c)] for v, s, c in got[0]]
+    skips = [[int(c), info] for c, info in got[1]]
+    meta["_pending_losses"], meta["_pending_skips"] = losses, skips
+    if losses:
+      meta["pending_losses"] = losses
+    if skips:
+      meta["pending_skips"] = skips
+    try:
       self.checkpointer.save(ReplayState(tree, meta))
-      self._last_save = time.time()
+    finally:
+      meta.pop("pending_losses", None)
+      meta.pop("pending_skips", None)
+    self._last_save = time.time()
+
+  def _interrupt(self, tree, meta, wall0):
+    signum = _interrupt_request.pop()
+    path = None
+    if self.checkpointer is not None:
+      self._save(tree, meta, wall0)
+      path = self.checkpointer.step_path(meta["cursor"])
+    raise Interrupted(signum, meta["cursor"], len(self.events), path)
+
+  def _last_good(self) -> str:
+    if self.checkpointer is None:
+      return "no checkpointer"
+    step = self.checkpointer.latest_step()
+    if step is None:
+      return f"no checkpoint was saved yet in {self.checkpointer.directory}"
+    return f"the last good checkpoint is kept: {self.checkpointer.step_path(step)}"
+
+  def _check_servers_finite(self, tree, meta):
+    if bool(_all_finite_jit(tree["servers"])):
+      return
+    ev = self.events[meta["cursor"] - 1]
+    raise NonFiniteError(
+        f"the servers' state is not finite at event {meta['cursor'] - 1} ({ev.kind}, simulated "
+        f"time {ev.t / 1e3:.3f} s) although no non-finite round result was applied (a "
+        f"diverging server optimizer? check its learning rate); {self._last_good()}")
+
+  def _raise_nonfinite(self, code, spec, cursor):
+    arrival = next((i for i in range(cursor, len(self.events))
+                    if self.events[i].kind == "arrive" and self.events[i].round == spec.round),
+                   None)
+    where = ("" if arrival is None else f", arriving at event {arrival} (simulated time "
+             f"{self.events[arrival].t / 1e3:.3f} s)")
+    raise NonFiniteError(
+        f"non-finite {_what(code, self.rules.gradient_rounds)} in round {spec.round} of worker "
+        f"{spec.worker} ({spec.H} local steps on sequences [{spec.data_start}, {spec.data_end})"
+        f"{where}); stopped before applying or saving it, {self._last_good()}; "
+        f"--config.nonfinite=skip skips such updates instead")
 
   def _checkpoint_due(self, meta) -> bool:
     """Every `checkpoint_every` server updates, and/or `checkpoint_every_s` wall seconds.
@@ -261,17 +511,32 @@ class Replay:
     return every_s > 0 and time.time() - self._last_save >= every_s
 
   def _resolve_metrics(self, meta):
-    """Turns device-side losses of update records into floats (one host transfer)."""
+    """Turns device-side losses of update records into floats, reads the non-finite flags of
+    the rounds computed since the last call (policy 'stop': raises on the first), counts the
+    skipped updates (policy 'skip'); one host transfer."""
     todo = [r for r in meta["metrics"] if "_losses" in r]
-    if not todo:
+    checks = meta.pop("_round_checks", [])
+    if not todo and not checks:
       return
-    flat = jax.device_get([[l for l, _ in r["_losses"]] for r in todo])
-    for r, values in zip(todo, flat):
-      pairs = r.pop("_losses")
+    got = jax.device_get({
+        "checks": [c for c, _, _ in checks],
+        "losses": [[(l, c) for l, _, c in r["_losses"]] for r in todo],
+        "skips": [r.get("_skips", []) for r in todo]})
+    for codes, (_, specs, cursor) in zip(got["checks"], checks):
+      for code, spec in zip(codes, specs):
+        if code:
+          self._raise_nonfinite(int(code), spec, cursor)
+    for r, values, skips in zip(todo, got["losses"], got["skips"]):
+      entries = r.pop("_losses")
+      r.pop("_skips", None)
+      # Skipped rounds (policy 'skip': code != 0) do not count in the train loss.
+      pairs = [(v, s) for (v, c), (_, s, _) in zip(values, entries) if not c]
       n = sum(s for _, s in pairs)
-      r["train_loss"] = (sum(float(v) * s for v, (_, s) in zip(values, pairs)) / n) if n else None
-      meta["window"][0] += sum(float(v) * s for v, (_, s) in zip(values, pairs))
+      r["train_loss"] = (sum(float(v) * s for v, s in pairs) / n) if n else None
+      meta["window"][0] += sum(float(v) * s for v, s in pairs)
       meta["window"][1] += n
+      if self.skip:
+        r["skipped"] = self._count_skips(meta, skips)
 
   def _evaluate(self, tree, meta, t_ms, wall0):
     steps = meta["counted_steps"]

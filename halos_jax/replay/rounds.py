@@ -16,6 +16,13 @@ costs only its own steps. Every batch is padded to one fixed size (the number of
 rounded up to a multiple of the device count) with free slots of H_w = 0 that cost no steps,
 so the round program compiles once.
 
+Several processes (multi-controller JAX, docs/scale.md): the mesh spans every process's devices;
+each process holds the same whole batch, supplies the slots of its own devices
+(`distributed.global_batch`), and gets every result back through an all-gather
+(`distributed.gatherer`, `local_copy`), so all processes keep an identical simulation state.
+The per-device program is the one a single process with as many devices runs, hence the same
+bits.
+
 jax 0.12 note: the gradient of Pythia's exact GELU inside `shard_map` trips the varying-manual-
 axes consistency check, so the mesh program is built with `check_vma=False` (docs/models.md).
 """
@@ -30,6 +37,7 @@ import optax
 from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
+from halos_jax import distributed
 from halos_jax.replay.problem import Problem
 
 Params = Any
@@ -133,7 +141,7 @@ class RoundRunner:
     max_rounds: the most rounds ever in flight together (the number of workers).
     gradient_rounds: True for synchronous data parallel (rounds return a gradient).
     parallel: batch rounds over the mesh; False runs one round per call (the reference).
-    devices: the mesh's devices (default: all local devices).
+    devices: the mesh's devices (default: all devices of all processes).
   """
 
   def __init__(self, problem: Problem, *, h_max: int, local_batch: int, max_rounds: int,
@@ -144,13 +152,17 @@ class RoundRunner:
     self.local_batch = int(local_batch)
     self.parallel = parallel
     fn = make_grad_fn(problem) if gradient_rounds else make_round_fn(problem, self.h_max)
-    devices = list(devices if devices is not None else jax.local_devices())
+    devices = list(devices if devices is not None else distributed.mesh_devices())
     self.num_devices = len(devices)
     self.mesh = Mesh(np.asarray(devices), ("workers",))
     self._sharding = NamedSharding(self.mesh, P("workers"))
+    # Several processes: inputs are assembled per process and outputs all-gathered.
+    self.multiprocess = not self._sharding.is_fully_addressable
+    self._gather = distributed.gatherer(devices) if self.multiprocess else None
     # Every batch is padded to this many slots (a multiple of the device count).
     self.batch_size = -(-int(max_rounds) // self.num_devices) * self.num_devices
-    self._home = devices[0]  # results live on the first device, like the servers' state
+    # Results live on this process's first mesh device, like the servers' state.
+    self._home = distributed.home_device(devices)
 
     def local_rounds(params0, opt_state, batches, lrs, h):
       # One device's share: a loop over its rounds, each the one-round program.
@@ -204,9 +216,16 @@ class RoundRunner:
     batches = np.stack([b for b, _ in inputs] + [np.zeros_like(inputs[0][0])] * pad)
     lrs = np.stack([l for _, l in inputs] + [inputs[0][1]] * pad)
     h = np.asarray([s.H for s in specs] + [0] * pad, np.int32)  # H_w = 0: a free slot
-    args = jax.device_put(
-        (_stack(snaps), _stack(states), batches, lrs, h), self._sharding)
-    deltas, new_states, losses = jax.device_put(self._batched(*args), self._home)
+    if self.multiprocess:
+      args = distributed.global_batch(
+          self._sharding, g,
+          lambda s: (_stack(snaps[s]), _stack(states[s]), batches[s], lrs[s], h[s]))
+      outs = distributed.local_copy(self._gather(self._batched(*args)), self._home)
+    else:
+      args = jax.device_put(
+          (_stack(snaps), _stack(states), batches, lrs, h), self._sharding)
+      outs = jax.device_put(self._batched(*args), self._home)
+    deltas, new_states, losses = outs
     self.batches_dispatched += 1
     out = _unstack((deltas, new_states, losses))
     return [RoundResult(*out[i]) for i in range(k)]

@@ -63,6 +63,16 @@ class ServerRules:
   def check(self, servers: Servers, ev) -> None:
     """Optional check of the numerics against the schedule after `ev` (may sync the host)."""
 
+  def skipped(self, before: Servers, after: Servers, ev) -> Servers:
+    """The servers after `ev` (an arrive or sync) when its update is skipped because a round
+    result is not finite (config `nonfinite='skip'`); `after` is the updated state.
+
+    By default the servers stay as they were. Rules whose schedule bookkeeping counts every
+    arrival keep those counters from `after` (HALoS).
+    """
+    del after, ev
+    return before
+
 
 @jax.jit
 def _mean(trees):
@@ -217,6 +227,13 @@ class HALoS(ServerRules):
   def on_arrive(self, servers, ev, result):
     lps = self._receive(servers["lps"][ev.server], result.delta, jnp.int32(ev.H))
     return self._set(servers, "lps", ev.server, lps)
+
+  def skipped(self, before, after, ev):
+    # The LPS keeps its model and optimizer state; its version and pending steps follow the
+    # schedule (the send after K arrivals, the local steps reported to the GPS).
+    new = after["lps"][ev.server]
+    lps = before["lps"][ev.server]._replace(version=new.version, pending_steps=new.pending_steps)
+    return self._set(before, "lps", ev.server, lps)
 
   def on_send(self, servers, ev):
     return self._set(servers, "outbox", ev.server, self._delta(servers["lps"][ev.server]))

@@ -51,7 +51,12 @@ def _is_number(x) -> bool:
 def _positive_finite(x, what: str) -> float:
   if not _is_number(x):
     raise InvalidEnvironment(f"{what} must be a number, got {x!r}")
-  x = float(x)
+  try:
+    x = float(x)
+  except OverflowError:  # an integer beyond float64
+    raise InvalidEnvironment(
+        f"{what} must be positive and finite, got an integer of {x.bit_length()} bits, too "
+        "large for a float") from None
   if not math.isfinite(x) or x <= 0.0:
     raise InvalidEnvironment(f"{what} must be positive and finite, got {x!r}")
   return x
@@ -197,6 +202,21 @@ def environment_from_dict(d: Mapping, name: str | None = None, *,
   return env
 
 
+def _is_file(path: Path) -> bool:
+  """Path.is_file(), False also for names the OS rejects (too long, NUL bytes)."""
+  try:
+    return path.is_file()
+  except (OSError, ValueError):
+    return False
+
+
+def _exists(path: Path) -> bool:
+  try:
+    return path.exists()
+  except (OSError, ValueError):
+    return False
+
+
 def presets() -> tuple[str, ...]:
   """Names of the preset environments in configs/envs/."""
   if not ENVS_DIR.is_dir():
@@ -228,24 +248,29 @@ def load_environment(name_or_path: Any) -> Environment:
         f"env must be a preset name, a path to a YAML file or a mapping, got {name_or_path!r}")
   text = os.fspath(name_or_path)
   looks_like_path = (isinstance(name_or_path, os.PathLike) or os.sep in text
-                     or text.endswith((".yaml", ".yml")) or Path(text).is_file())
+                     or text.endswith((".yaml", ".yml")) or _is_file(Path(text)))
   if looks_like_path:
     path, name = Path(text), Path(text).stem
-    if not path.is_file():
-      raise InvalidEnvironment(f"environment file {text!r} does not exist")
+    if not _is_file(path):
+      what = "is not a regular file" if _exists(path) else "does not exist"
+      raise InvalidEnvironment(f"environment file {text!r} {what}")
   else:
     path, name = ENVS_DIR / f"{text}.yaml", text
-    if not path.is_file():
+    if not _is_file(path):
       known = ", ".join(presets()) or f"none found in {ENVS_DIR}"
       raise InvalidEnvironment(
           f"unknown environment preset {text!r}; presets: {known}; or give a path to a YAML file")
   try:
-    data = yaml.safe_load(path.read_text())
-  except yaml.YAMLError as e:
-    detail = " ".join(str(e).split())
-    raise InvalidEnvironment(f"environment file {str(path)!r}: malformed YAML: {detail}") from None
+    content = path.read_text()
   except (OSError, UnicodeDecodeError) as e:
     raise InvalidEnvironment(f"environment file {str(path)!r}: cannot read: {e}") from None
+  try:
+    data = yaml.safe_load(content)
+  # Besides YAMLError, constructors raise ValueError/OverflowError on bad tagged scalars
+  # (`!!int abc`, `!!timestamp 2020-99-99`), and deep nesting exhausts the recursion limit.
+  except (yaml.YAMLError, ValueError, OverflowError, RecursionError) as e:
+    detail = " ".join(str(e).split()) or type(e).__name__
+    raise InvalidEnvironment(f"environment file {str(path)!r}: malformed YAML: {detail}") from None
   if data is None:
     raise InvalidEnvironment(f"environment file {str(path)!r} is empty")
   return environment_from_dict(data, name=name, source=f"environment file {str(path)!r}")

@@ -104,7 +104,7 @@ def test_the_projects_configs_run(workdir):
 @pytest.mark.parametrize("extra, fragment", [
     (["--config.env=nope"], "unknown environment preset 'nope'"),
     (["--config.env={bad}"], "malformed YAML"),
-    (["--config.H=0"], "H must be an integer >= 1, got 0"),
+    (["--config.H=0"], "config.H=0: must be an integer >= 1"),
     (["--config.workers_per_lps=3"], "workers_per_lps=3 does not divide"),
     (["--config.nokey=1"], "unknown config key"),
     (["--gantt_until_ms=-1"], "--gantt_until_ms must be > 0"),

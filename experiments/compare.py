@@ -1,0 +1,69 @@
+r"""Runs a comparison (five algorithms, or one ablation) and writes its table and plots.
+
+This file is intentionally kept short: the logic is `halos_jax.compare.run_comparison`.
+
+  python -m experiments.compare --config=configs/compare.py:runlocal --workdir=runs/compare_geo4
+  python -m experiments.compare --config=configs/compare.py:runlocal,ablate=alpha \
+      --workdir=runs/ablate_alpha --config.overrides='total_local_steps=512'
+"""
+import os
+import re
+import sys
+
+from absl import app
+from absl import flags
+from absl import logging
+from ml_collections import config_flags
+
+from halos_jax import compare
+from halos_jax.replay.checkpoint import CheckpointError
+
+_CONFIG = config_flags.DEFINE_config_file(
+    "config", None, "Comparison config file, e.g. configs/compare.py:runlocal.", lock_config=True)
+_WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; entry X runs in WORKDIR/X.")
+flags.mark_flags_as_required(["config", "workdir"])
+
+
+def _parse_flags(argv):
+  """absl flag parsing, with any error (typo in --config.X, bad config argument) as one line."""
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    message = str(e)
+    if "Traceback (most recent call last)" in message:  # keep the head and the exception line
+      message = message.split("Traceback")[0] + message.strip().splitlines()[-1]
+    message = " ".join(message.replace("\\n", " ").replace("\\'", "'").split())
+    if isinstance(e, (AttributeError, KeyError)):  # ConfigDict: a --config.X naming no field
+      field = re.search(r"[A-Za-z_][A-Za-z0-9_]*", message)
+      field = field.group(0) if field else message
+      hint = re.search(r'Did you mean "([^"]+)"', message)
+      used = [a.split("=")[0] for a in argv if a.startswith("--config.") and field in a]
+      message = (f"unknown config field {field!r} ({', '.join(used) or '--config.X'})"
+                 + (f"; did you mean {hint.group(1)!r}?" if hint else ""))
+    print(f"error: command line: {message}", file=sys.stderr)
+    sys.exit(2)
+
+
+def main(argv):
+  if len(argv) > 1:
+    print(f"error: unexpected arguments: {argv[1:]}", file=sys.stderr)
+    sys.exit(2)
+  logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out of the way
+  cache = os.environ.get("JAX_COMPILATION_CACHE_DIR",
+                         os.path.expanduser("~/.cache/halos_jax/jax"))
+  if cache:
+    import jax  # pylint: disable=g-import-not-at-top
+    jax.config.update("jax_compilation_cache_dir", cache)
+    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  try:
+    config = _CONFIG.value  # a config file that failed to load raises here (OSError)
+    result = compare.run_comparison(config, _WORKDIR.value)
+  except (ValueError, OSError, CheckpointError) as e:
+    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
+    sys.exit(2)
+  print(compare.format_table(result), flush=True)
+  print(f"wrote {os.path.join(_WORKDIR.value, 'comparison.md')}", flush=True)
+
+
+if __name__ == "__main__":
+  app.run(main, flags_parser=_parse_flags)

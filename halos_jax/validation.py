@@ -1,0 +1,500 @@
+"""Every user-facing input, checked before a run starts: config, environment, data, workdir.
+
+`validate_run(config, workdir)` is the first thing `halos_jax.train.train_and_evaluate` does;
+`validate_schedule_config(config)` checks the part of a config the scheduler reads
+(`experiments/schedule.py`); `parse_flags` is the absl flag parser of `experiments/train.py`,
+so a bad command line (unknown flag, ill-typed or unknown `--config.KEY`, a config file that
+does not exist or raises) is one `error: ...` line and exit status 2 instead of a usage dump or
+a traceback.
+
+Every problem is a `ConfigError` (a ValueError) whose message is one line naming the field, the
+value and what is allowed, e.g. `config.K=0: must be an integer >= 1`; the first problem found
+is reported. Validation reads (the environment YAML, the MMIDIDX headers) but never writes:
+no folder is created and no file touched, so a rejected run leaves nothing behind.
+
+What is checked, beyond types and ranges of every field of `config_lib.base_config` and the
+algorithm's optimizer block (outer, ps, lps, gps):
+  global_batch     a multiple of local_batch (a global iteration is whole local steps)
+  worker.t_max     > worker.t_warmup (the cosine needs a non-empty decay)
+  <block>.c        in [0, 1 / <block>.N] (Delayed Nesterov's activation)
+  workers_per_lps  fits the regions (`schedule.make_plan`: an LPS's workers share one region)
+  env              loads (`schedule.load_environment`: preset, YAML file or mapping)
+  data             `data.parse_data_config`; the MMIDIDX .idx/.bin pair opens; the embedded
+                   corpus is installed; seq_len and vocabulary fit the model (problem 'lm')
+  seed             in [0, 2**32): jax.random.key keeps 32 bits, larger seeds alias smaller ones
+  replay.num_devices  `distributed.mesh_devices` accepts it (the only check that starts JAX)
+  nonfinite        'stop' or 'skip' when present
+  workdir          an existing writable folder, or creatable (nearest existing ancestor is a
+                   writable folder)
+"""
+from __future__ import annotations
+
+import math
+import numbers
+import os
+import stat
+import sys
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from halos_jax.data import corpus as corpus_lib
+from halos_jax.data import mmidx as mmidx_lib
+from halos_jax.data import stream as stream_lib
+from halos_jax.schedule import environment as env_lib
+from halos_jax.schedule import plan as plan_lib
+from halos_jax.schedule import settings as settings_lib
+
+ALGORITHMS = settings_lib.ALGORITHMS
+PROBLEMS = ("lm", "quadratic")
+NONFINITE_POLICIES = ("stop", "skip")  # config.nonfinite: stop with an error, or skip the update
+# The server-optimizer blocks each algorithm reads (configs/<algorithm>.py).
+ALGORITHM_BLOCKS = {"ddp": (), "diloco": ("outer",), "diloco_dynupd": ("outer",),
+                    "async_local_sgd": ("ps",), "halos": ("lps", "gps")}
+SEED_LIMIT = 2**32
+# Vocabulary of each tokeniser without building it (a trained BPE has bpe_vocab_size tokens).
+_TOKENIZER_VOCAB = {"byte": 256, "gpt2": 50_257}
+
+
+class ConfigError(ValueError):
+  """A config value, environment, data path or workdir that cannot be used.
+
+  The message is one line naming the field, the value and what is allowed.
+  """
+
+
+# ------------------------------------------------------------------------------------------------
+# Rules: (predicate, what is allowed).
+# ------------------------------------------------------------------------------------------------
+
+
+def _is_int(v) -> bool:
+  return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
+
+
+def _is_real(v) -> bool:
+  return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
+
+
+def _int(low: int, high: int | None = None):
+  allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
+  return (lambda v: _is_int(v) and v >= low and (high is None or v <= high)), allowed
+
+
+def _real(low: float, high: float = math.inf, *, low_open=False, high_open=False,
+          allow_inf=False):
+  """A real number in the interval; finite unless allow_inf (then high may be inf)."""
+  if high == math.inf:
+    allowed = f"a {'' if allow_inf else 'finite '}number {'>' if low_open else '>='} {low:g}"
+  else:
+    allowed = ("a number in " + ("(" if low_open else "[") + f"{low:g}, {high:g}" +
+               (")" if high_open else "]"))
+
+  def ok(v):
+    if not _is_real(v) or math.isnan(v) or (math.isinf(v) and not allow_inf):
+      return False
+    return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+  return ok, allowed
+
+
+def _one_of(options):
+  return (lambda v: isinstance(v, str) and v in options), "one of " + ", ".join(options)
+
+
+def _optional(rule):
+  ok, allowed = rule
+  return (lambda v: v is None or ok(v)), f"None or {allowed}"
+
+
+_BOOL = (lambda v: isinstance(v, (bool, np.bool_))), "True or False"
+_POSITIVE = _real(0.0, low_open=True)  # learning rates, times
+_UNIT = _real(0.0, 1.0)  # [0, 1]
+_MOMENTUM = _real(0.0, 1.0, high_open=True)  # [0, 1)
+_INT0, _INT1 = _int(0), _int(1)
+
+# What the scheduler reads (halos_jax.schedule.ScheduleSettings.from_config); K and
+# workers_per_lps are required by 'halos' only, the rest of this table by none.
+_SCHEDULER_REQUIRED = (
+    ("algorithm", _one_of(ALGORITHMS)),
+    ("H", _INT1),
+    ("total_local_steps", _INT1),
+    ("local_batch", _INT1),
+    ("global_batch", _INT1),
+    ("step_time_ms", _POSITIVE),
+)
+_SCHEDULER_OPTIONAL = (
+    ("rescale_local_steps", _BOOL),
+    ("K", _INT1),
+    ("workers_per_lps", _INT1),
+    ("message_bytes", _optional(_INT1)),
+)
+# The rest of a run config (config_lib.base_config), every field required.
+_RUN = (
+    ("runlocal", _BOOL),
+    ("alpha", _UNIT),
+    ("worker.max_lr", _POSITIVE),
+    ("worker.min_lr_ratio", _UNIT),
+    ("worker.t_warmup", _INT0),
+    ("worker.t_max", _INT1),
+    ("worker.b1", _MOMENTUM),
+    ("worker.b2", _MOMENTUM),
+    ("worker.eps", _real(0.0)),
+    ("worker.weight_decay", _real(0.0)),
+    ("worker.clip_norm", _real(0.0, low_open=True, allow_inf=True)),
+    ("val_interval", _INT1),
+    ("val_batch", _INT1),
+    ("log_interval", _INT1),
+    ("checkpoint_every", _INT0),
+    ("checkpoint_every_s", _real(0.0)),
+    ("checkpoint_keep", _INT1),
+    ("seed", _int(0, SEED_LIMIT - 1)),
+    ("replay.parallel", _BOOL),
+    ("replay.num_devices", _INT0),
+    ("replay.sync_every", _INT1),
+    ("replay.progress", _BOOL),
+    ("replay.plots", _BOOL),
+)
+_QUADRATIC = (("quadratic.dim", _INT1), ("quadratic.worker_lr", _POSITIVE))
+_BLOCK_FIELDS = {
+    "outer": (("lr", _POSITIVE), ("momentum", _MOMENTUM)),
+    "ps": (("eta", _POSITIVE), ("beta", _MOMENTUM), ("N", _INT1), ("c", _real(0.0, 1.0))),
+}
+_BLOCK_FIELDS["lps"] = _BLOCK_FIELDS["gps"] = _BLOCK_FIELDS["ps"]
+_OPTIONAL = (("nonfinite", _one_of(NONFINITE_POLICIES)),)
+
+_MISSING, _ABSENT = object(), object()  # get(): no default given / has(): not there
+
+
+def _model_config():
+  """halos_jax.models.config, imported on first use (the package imports JAX and Flax)."""
+  from halos_jax.models import config  # pylint: disable=g-import-not-at-top
+  return config
+
+
+def _model_rules():
+  mc = _model_config()
+  return (("model.name", _one_of(mc.MODEL_NAMES)),
+          ("model.compute_dtype", _one_of(mc.COMPUTE_DTYPES)))
+
+
+def _short(v: Any, limit: int = 100) -> str:
+  """repr(v), shortened (and safe for integers too long to print)."""
+  try:
+    text = repr(v)
+  except ValueError:  # an int beyond sys.get_int_max_str_digits()
+    text = f"<integer of {v.bit_length()} bits>"
+  return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def _one_line(text: Any) -> str:
+  return " ".join(str(text).split())
+
+
+def _fail(path: str, value: Any, allowed: str):
+  raise ConfigError(f"config.{path}={_short(value)}: must be {allowed}")
+
+
+class _Config:
+  """Read access to a config's nested fields by dotted path, as plain values."""
+
+  def __init__(self, config: Any):
+    try:
+      if hasattr(config, "to_dict") and callable(config.to_dict):
+        config = config.to_dict()  # ConfigDict / FrozenConfigDict (placeholders resolved)
+    except OSError as e:  # config_flags' stand-in for a config file that failed to load
+      raise ConfigError(f"config: cannot be loaded: {error_line(e)}") from None
+    if not isinstance(config, Mapping):
+      raise ConfigError(f"config={_short(config)}: must be an ml_collections.ConfigDict "
+                        "(e.g. get_config() of configs/halos.py)")
+    self.d = config
+
+  def get(self, path: str, default: Any = _MISSING) -> Any:
+    node, done = self.d, []
+    for part in path.split("."):
+      if not isinstance(node, Mapping):
+        _fail(".".join(done), node, "a block of fields (a ConfigDict)")
+      if part not in node:
+        if default is not _MISSING:
+          return default
+        raise ConfigError(f"config.{path} is missing (required; see halos_jax/config_lib.py)")
+      node = node[part]
+      done.append(part)
+    return node
+
+  def has(self, path: str) -> bool:
+    return self.get(path, _ABSENT) is not _ABSENT
+
+  def check(self, path: str, rule) -> Any:
+    value = self.get(path)
+    ok, allowed = rule
+    if not ok(value):
+      _fail(path, value, allowed)
+    return value
+
+
+# ------------------------------------------------------------------------------------------------
+# The config.
+# ------------------------------------------------------------------------------------------------
+
+
+def _check_environment(c: _Config, required: bool) -> env_lib.Environment:
+  spec = c.get("env") if required else c.get("env", "geo4")
+  if not isinstance(spec, (str, os.PathLike, Mapping)):
+    _fail("env", spec, f"a preset name ({', '.join(env_lib.presets())}), a path to an "
+                       "environment YAML file, or a mapping")
+  try:
+    return env_lib.load_environment(spec)
+  except env_lib.InvalidEnvironment as e:
+    where = "config.env (inline mapping)" if isinstance(spec, Mapping) else "config.env"
+    raise ConfigError(f"{where}: {_one_line(e)}") from None
+
+
+def _check_scheduler(c: _Config, required_all: bool) -> env_lib.Environment:
+  """The scheduler's fields, their consistency and the fit with the environment."""
+  for path, rule in _SCHEDULER_REQUIRED:
+    c.check(path, rule)
+  algorithm = c.get("algorithm")
+  for path, rule in _SCHEDULER_OPTIONAL:
+    needed = required_all or (algorithm == "halos" and path in ("K", "workers_per_lps"))
+    if needed or c.has(path):
+      c.check(path, rule)
+  local, glob = c.get("local_batch"), c.get("global_batch")
+  if glob % local:
+    _fail("global_batch", glob, f"a multiple of config.local_batch={local} (a global iteration "
+                                "is a whole number of local steps)")
+  env = _check_environment(c, required_all)
+  # The scheduler's own checks (a backstop here; message_bytes only needs to be some size), and
+  # for HALoS the LPS layout: workers_per_lps must cut the workers, numbered region by region,
+  # into groups that each sit in one region.
+  try:
+    settings = settings_lib.ScheduleSettings.from_config(c.d, default_message_bytes=1)
+    if algorithm == "halos":
+      plan_lib.make_plan(env, settings)
+  except settings_lib.InvalidSettings as e:
+    raise ConfigError(f"config.{_one_line(e)}") from None
+  return env
+
+
+def _check_block(c: _Config, block: str) -> None:
+  if not c.has(block):
+    raise ConfigError(f"config.{block} is missing: algorithm {c.get('algorithm')!r} needs it "
+                      f"(fields {', '.join(k for k, _ in _BLOCK_FIELDS[block])})")
+  for key, rule in _BLOCK_FIELDS[block]:
+    c.check(f"{block}.{key}", rule)
+  if block != "outer":
+    n, act = c.get(f"{block}.N"), c.get(f"{block}.c")
+    if act > 1.0 / n:
+      _fail(f"{block}.c", act, f"in [0, 1/N] = [0, {1.0 / n:g}] with config.{block}.N={n}")
+
+
+def _check_data(c: _Config) -> None:
+  """config.data (problem 'lm'): fields, files, and the fit with the model."""
+  try:
+    s = stream_lib.parse_data_config(c.get("data"))
+  except (ValueError, TypeError) as e:
+    raise ConfigError(_one_line(e)) from None
+  if s.source == "mmidx":
+    try:
+      mmidx_lib.IndexedDataset(s.path)  # reads the .idx header and both files' sizes
+    except (ValueError, OSError) as e:  # MMIDIDXError is a ValueError
+      raise ConfigError(f"config.data.path={_short(s.path)}: {_one_line(e)}") from None
+  else:
+    try:
+      corpus_lib.texts_dir()
+    except corpus_lib.CorpusNotInstalledError as e:
+      raise ConfigError(f"config.data.source={s.source!r}: {_one_line(e)}") from None
+  if s.cache_dir and os.path.exists(os.path.expanduser(s.cache_dir)) and not os.path.isdir(
+      os.path.expanduser(s.cache_dir)):
+    _fail("data.cache_dir", s.cache_dir, "a folder (created if missing) or '' (default)")
+  tok_vocab = _TOKENIZER_VOCAB.get(s.tokenizer, s.bpe_vocab_size)
+  if s.source == "shakespeare" and s.vocab_size and s.vocab_size < tok_vocab:
+    _fail("data.vocab_size", s.vocab_size,
+          f"0 or >= the {s.tokenizer} tokeniser's {tok_vocab} tokens")
+  model = _model_config().get_model_config(c.get("model.name"))
+  vocab = s.vocab_size or tok_vocab
+  if vocab > model.vocab_size:
+    what = "config.data.vocab_size" if s.vocab_size else f"the {s.tokenizer} tokeniser's"
+    _fail("model.name", c.get("model.name"),
+          f"a model whose vocabulary holds the data's tokens ({what} {vocab} > "
+          f"{model.vocab_size})")
+  if s.seq_len > model.max_seq_len:
+    _fail("data.seq_len", s.seq_len,
+          f"<= {model.max_seq_len}, the max_seq_len of model {c.get('model.name')!r}")
+
+
+def _check_devices(c: _Config) -> None:
+  n = c.get("replay.num_devices")
+  if n:  # asks JAX only when a count is given (0 = all devices)
+    from halos_jax import distributed  # pylint: disable=g-import-not-at-top
+    try:
+      distributed.mesh_devices(n)  # the rule of the mesh (a multiple of the process count)
+    except ValueError as e:
+      raise ConfigError(f"config.{_one_line(e)}") from None
+
+
+def validate_schedule_config(config: Any) -> env_lib.Environment:
+  """Checks what the scheduler reads from `config` (a run config or a scheduler-only config).
+
+  Required: algorithm, H, total_local_steps, local_batch, global_batch, step_time_ms (and K,
+  workers_per_lps for 'halos'); rescale_local_steps, K, workers_per_lps, message_bytes are
+  checked when present (model.name when message_bytes is None: the size comes from the model);
+  env defaults to 'geo4' like `schedule.schedule_from_config`.
+
+  Returns:
+    The loaded environment.
+
+  Raises:
+    ConfigError: the first problem found.
+  """
+  c = _Config(config)
+  env = _check_scheduler(c, required_all=False)
+  if c.get("message_bytes", None) is None:  # the size comes from the model then
+    c.check("model.name", _model_rules()[0][1])
+  return env
+
+
+def validate_config(config: Any, *, with_problem: bool = True) -> None:
+  """Checks a whole run config (config_lib.base_config + the algorithm's block).
+
+  Args:
+    config: the run config (ConfigDict or mapping).
+    with_problem: False when the caller brings its own Problem: config.problem, model, data
+      and quadratic are then not used and not checked.
+
+  Raises:
+    ConfigError: the first problem found (one line: field, value, what is allowed).
+  """
+  c = _Config(config)
+  _check_scheduler(c, required_all=True)
+  algorithm = c.get("algorithm")
+  for path, rule in _RUN:
+    c.check(path, rule)
+  t_warmup, t_max = c.get("worker.t_warmup"), c.get("worker.t_max")
+  if t_max <= t_warmup:
+    _fail("worker.t_max", t_max, f"> config.worker.t_warmup={t_warmup}")
+  for block in ALGORITHM_BLOCKS[algorithm]:
+    _check_block(c, block)
+  for path, rule in _OPTIONAL:
+    if c.has(path):
+      c.check(path, rule)
+  if with_problem:
+    _check_problem(c)
+  _check_devices(c)
+
+
+def _check_problem(c: _Config) -> None:
+  """config.problem and what it reads: model + data ('lm') or quadratic."""
+  problem = c.check("problem", _one_of(PROBLEMS))
+  for path, rule in _model_rules() if problem == "lm" or c.has("model") else ():
+    c.check(path, rule)
+  for path, rule in _QUADRATIC if problem == "quadratic" or c.has("quadratic") else ():
+    c.check(path, rule)
+  if problem == "lm":
+    _check_data(c)
+
+
+# ------------------------------------------------------------------------------------------------
+# The workdir.
+# ------------------------------------------------------------------------------------------------
+
+
+def validate_workdir(workdir: Any) -> None:
+  """Checks that `workdir` is, or can be created as, a writable folder (creates nothing).
+
+  Raises:
+    ConfigError: not a path, an existing file, not writable, or a parent that is a file or not
+      writable.
+  """
+  if isinstance(workdir, os.PathLike):
+    workdir = os.fspath(workdir)
+  if not isinstance(workdir, str) or not workdir:
+    raise ConfigError(f"workdir={_short(workdir)}: must be the path of a folder (created if "
+                      "missing)")
+  if "\0" in workdir:
+    raise ConfigError(f"workdir={_short(workdir)}: must not contain a NUL character")
+
+  def fail(why: str):
+    raise ConfigError(f"workdir={_short(workdir)}: {why}")
+
+  path = Path(os.path.expanduser(workdir)).absolute()
+  for p in (path, *path.parents):
+    try:
+      is_dir = stat.S_ISDIR(p.stat().st_mode)
+    except (FileNotFoundError, NotADirectoryError):
+      continue  # does not exist (yet), or sits under a file: look further up
+    except OSError as e:
+      fail(f"cannot be used: {e.strerror or e} ({_short(str(p))})")
+    if p == path:
+      if not is_dir:
+        fail("is an existing file; must be a folder (created if missing)")
+      if not os.access(p, os.W_OK | os.X_OK):
+        fail("the folder is not writable")
+    elif not is_dir:
+      fail(f"cannot be created: {str(p)!r} is a file")
+    elif not os.access(p, os.W_OK | os.X_OK):
+      fail(f"cannot be created: no write permission in {str(p)!r}")
+    return
+  fail("cannot be created: no existing parent folder")
+
+
+def validate_run(config: Any, workdir: Any, *, with_problem: bool = True) -> None:
+  """validate_config(config) and validate_workdir(workdir): everything before a run starts."""
+  validate_config(config, with_problem=with_problem)
+  validate_workdir(workdir)
+
+
+# ------------------------------------------------------------------------------------------------
+# Command lines.
+# ------------------------------------------------------------------------------------------------
+
+
+def error_line(message: Any) -> str:
+  """One line of an error message; of an embedded traceback only its final line."""
+  text = str(message)
+  marker = "Traceback (most recent call last)"
+  if marker in text:
+    head, _, tb = text.partition(marker)
+    last = [line for line in tb.splitlines() if line.strip() and not line.startswith(" ")]
+    text = head.replace("Error whilst parsing config file:", "").strip() + " " + (
+        last[-1] if last else "")
+  return _one_line(text)
+
+
+def fail(message: Any) -> None:
+  """Prints `error: <one line>` on stderr and exits with status 2."""
+  print("error: " + error_line(message), file=sys.stderr, flush=True)
+  sys.exit(2)
+
+
+def parse_flags(argv: list[str]) -> list[str]:
+  """absl flag parsing where every failure is one `error:` line and exit status 2.
+
+  Use as `app.run(main, flags_parser=validation.parse_flags)`. Covers unknown flags, ill-typed
+  or unknown `--config.KEY` overrides, a `--config` file that does not exist, a config file
+  that raises (e.g. a typo in its argument, `configs/halos.py:runlocl`) and missing required
+  flags. `--help` keeps absl's behaviour.
+  """
+  from absl import flags  # pylint: disable=g-import-not-at-top
+  args = list(argv[1:])
+  for i, arg in enumerate(args):
+    value = None
+    if arg.startswith("--config="):
+      value = arg[len("--config="):]
+    elif arg == "--config" and i + 1 < len(args):
+      value = args[i + 1]
+    if value is not None:
+      path = value.split(":", 1)[0]
+      if not os.path.isfile(path):
+        fail(f"--config={value}: config file {path!r} does not exist")
+  try:
+    return flags.FLAGS(argv)
+  except Exception as e:  # pylint: disable=broad-except
+    if isinstance(e, (AttributeError, KeyError)):
+      key = str(e).strip("\"' ")
+      given = [a for a in args if a.startswith("--config.")]
+      named = [a for a in given if key and key in a.split("=", 1)[0]]
+      fail(f"{(named or given or ['--config'])[0]}: unknown config key {key!r} (see the "
+           "config file for the keys it has)")
+    fail(e)

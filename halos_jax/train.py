@@ -95,7 +95,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   primary = distributed.is_primary()
   if primary:
     os.makedirs(workdir, exist_ok=True)
-    metrics_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
   else:
     config.replay.progress = False
 
@@ -122,6 +121,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       # after every process's read).
       distributed.agree(-1 if state is None else int(state.meta["cursor"]),
                         "the event to resume from")
+      if primary:  # only now: a workdir of a different run was refused above, untouched
+        metrics_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
       if state is not None and primary:
         print(f"[train] resuming from event {state.meta['cursor']} of {len(schedule.events)} "
               f"({state.meta['counted_steps']} local steps)", flush=True)

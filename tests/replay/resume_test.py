@@ -70,8 +70,13 @@ def test_resume_with_a_different_config_is_refused(tiny_env, tmp_path):
   proc = subprocess.run(_cmd(workdir, tiny_env), cwd=ROOT, capture_output=True, text=True,
                         timeout=600)
   assert proc.returncode == 0, proc.stderr[-3000:]
+  before = {name: open(os.path.join(workdir, name), "rb").read()
+            for name in ("config.json", "summary.json")}
   proc = subprocess.run(_cmd(workdir, tiny_env) + ["--config.ps.eta=0.07"], cwd=ROOT,
                         capture_output=True, text=True, timeout=600)
   assert proc.returncode == 2
   assert "different config" in proc.stderr
   assert "Traceback" not in proc.stderr
+  # The refused run leaves the first run's outputs as they were.
+  for name, content in before.items():
+    assert open(os.path.join(workdir, name), "rb").read() == content, name

@@ -39,6 +39,9 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 THREADS = 2
+# glibc malloc backs its large (mmap) allocations with transparent huge pages: a 70M step's
+# multi-GB temporaries then cost thousands of page faults instead of ~850k (docs/performance.md).
+HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 
 # (model name, batch, seq, steps per round)
 ROWS = {
@@ -128,14 +131,25 @@ def _flops_per_step(cfg, b, t):
   return 6 * n_mm * b * t + 12 * l * d * b * t * t
 
 
-def _peak_flops():
-  mhz = None
+def _cpu():
+  """(model name, fp32 lanes per FMA, clock MHz) from /proc/cpuinfo."""
+  info = {}
   with open("/proc/cpuinfo") as f:
     for line in f:
-      if line.startswith("cpu MHz"):
-        mhz = float(line.split(":")[1])
-        break
-  return THREADS * 2 * 16 * 2 * mhz * 1e6, mhz
+      key, _, value = line.partition(":")
+      info.setdefault(key.strip(), value.strip())
+  flags = info.get("flags", "").split()
+  lanes = 16 if "avx512f" in flags else 8 if "fma" in flags else 4
+  return info.get("model name", "?"), lanes, float(info.get("cpu MHz", "nan"))
+
+
+def _peak_flops():
+  """fp32 peak: cores x 2 FMA units x lanes x 2 flops x clock; and its description."""
+  model, lanes, mhz = _cpu()
+  peak = THREADS * 2 * lanes * 2 * mhz * 1e6
+  isa = {16: "AVX-512", 8: "AVX2"}.get(lanes, "SSE")
+  return peak, (f"{peak / 1e9:.0f} GFLOP/s = {THREADS} cores x 2 FMA x {lanes} fp32 lanes "
+                f"({isa}) x 2 x {mhz:.0f} MHz [{model}]")
 
 
 def main():
@@ -146,6 +160,8 @@ def main():
   p.add_argument("--warmup", type=int, default=2)
   p.add_argument("--steps", type=int, default=0, help="steps per round (0: the row's default)")
   p.add_argument("--no_donate", action="store_true", help="lever: no buffer donation")
+  p.add_argument("--no_hugepages", action="store_true",
+                 help=f"lever: run both sides without GLIBC_TUNABLES={HUGEPAGE_TUNABLE}")
   p.add_argument("--xla_flags", default="", help="lever: extra XLA_FLAGS for our worker")
   p.add_argument("--model_opts", default="{}",
                  help="lever: JSON of halos_jax.models.pythia module attributes to override")
@@ -166,12 +182,17 @@ def main():
   for r in rows:
     if r not in ROWS:
       raise ValueError(f"--rows: unknown row {r!r}; valid rows: {', '.join(ROWS)} or all")
-  peak, mhz = _peak_flops()
-  print(f"fp32 peak {peak / 1e9:.0f} GFLOP/s = {THREADS} cores x 2 FMA x 16 lanes x 2 x "
-        f"{mhz:.0f} MHz; XLA_FLAGS extra: {a.xla_flags!r}; model_opts {a.model_opts}; "
-        f"donate {not a.no_donate}", flush=True)
-  env_torch = dict(os.environ, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
-  env_jax = dict(os.environ)
+  peak, peak_desc = _peak_flops()
+  print(f"fp32 peak {peak_desc}; XLA_FLAGS extra: {a.xla_flags!r}; model_opts {a.model_opts}; "
+        f"donate {not a.no_donate}; malloc huge pages {not a.no_hugepages} (both sides)",
+        flush=True)
+  base_env = dict(os.environ)
+  if not a.no_hugepages:
+    base_env["GLIBC_TUNABLES"] = HUGEPAGE_TUNABLE
+  else:
+    base_env.pop("GLIBC_TUNABLES", None)
+  env_torch = dict(base_env, OMP_NUM_THREADS=str(THREADS), MKL_NUM_THREADS=str(THREADS))
+  env_jax = dict(base_env)
   env_jax["XLA_FLAGS"] = (env_jax.get("XLA_FLAGS", "") + " " + a.xla_flags).strip()
   hdr = (f"| {'row':<12} | {'dtype':<8} | {'ours tok/s':>10} | {'torch tok/s':>11} | "
          f"{'ours/torch':>10} | {'ours GFLOP/s':>12} | {'ours %peak':>10} | "

@@ -12,6 +12,8 @@ References:
   Black et al., "GPT-NeoX-20B: An Open-Source Autoregressive Language Model", 2022.
   Su et al., "RoFormer: Enhanced Transformer with Rotary Position Embedding", 2021.
 """
+import functools
+
 import jax
 import jax.numpy as jnp
 from flax import nnx
@@ -68,27 +70,82 @@ def apply_rotary(x_BxTxHxK: jax.Array, cos_TxR2: jax.Array, sin_TxR2: jax.Array)
 # Performance switches (not the mathematics), module attributes read at trace time so the
 # benchmark can A/B them (benchmarks/step_vs_torch.py --model_opts); see docs/performance.md.
 # ATTENTION_BLOCK: query-block size of causal_attention (0: one T x T block).
-# ATTENTION_REMAT: recompute each attention block in the backward pass (saves its scores).
 # SCAN_UNROLL: nnx.scan unroll of the layer loop (True: fully unrolled, +22% on tiny).
-ATTENTION_BLOCK = 512
-ATTENTION_REMAT = False
+ATTENTION_BLOCK = 128
 SCAN_UNROLL = True
 
 
-def _attention_block(q_BxCxHxK, k_BxSxHxK, v_BxSxHxK, q_start, dtype):
-  """softmax(q k^T / sqrt(K) + causal mask) v for queries q_start..q_start+C-1 and keys 0..S-1."""
-  C, S, K = q_BxCxHxK.shape[1], k_BxSxHxK.shape[1], q_BxCxHxK.shape[-1]
-  # scores[b, h, t, s] = q_t . k_s / sqrt(K), accumulated in fp32.
+def _masked_scores(q_BxHxCxK, k_BxHxSxK, q_start):
+  """q_t . k_s / sqrt(K) in fp32 for queries q_start..q_start+C-1, masked to s <= t.
+
+  Masked scores are the most negative fp32, so exp(masked - max) is exactly 0 and future
+  tokens cannot change earlier outputs.
+  """
+  C, S, K = q_BxHxCxK.shape[2], k_BxHxSxK.shape[2], q_BxHxCxK.shape[-1]
   scores_BxHxCxS = jnp.einsum(
-      "bthk,bshk->bhts", q_BxCxHxK, k_BxSxHxK, preferred_element_type=jnp.float32
+      "bhck,bhsk->bhcs", q_BxHxCxK, k_BxHxSxK, preferred_element_type=jnp.float32
   ) * (K ** -0.5)
-  # Causal: position t attends to s <= t. Masked scores become the most negative fp32, so
-  # exp(masked - max) is exactly 0 and future tokens cannot change earlier outputs.
-  t_C = q_start + jnp.arange(C)
-  causal_CxS = t_C[:, None] >= jnp.arange(S)[None, :]
-  scores_BxHxCxS = jnp.where(causal_CxS[None, None], scores_BxHxCxS, jnp.finfo(jnp.float32).min)
-  probs_BxHxCxS = jax.nn.softmax(scores_BxHxCxS, axis=-1)  # fp32
-  return jnp.einsum("bhts,bshk->bthk", probs_BxHxCxS.astype(dtype), v_BxSxHxK)
+  causal_CxS = (q_start + jnp.arange(C))[:, None] >= jnp.arange(S)[None, :]
+  return jnp.where(causal_CxS, scores_BxHxCxS, jnp.finfo(jnp.float32).min)
+
+
+def _attention_block_fwd_parts(q_BxHxCxK, k_BxHxSxK, v_BxHxSxK, q_start, dtype):
+  """The block's output o (fp32), its unnormalised probabilities e and row sums l.
+
+  softmax(scores) v = (e v) / l with e = exp(scores - rowmax) and l = sum_s e: the division
+  touches the C x K output instead of the C x S probabilities.
+  """
+  scores_BxHxCxS = _masked_scores(q_BxHxCxK, k_BxHxSxK, q_start)
+  e_BxHxCxS = jnp.exp(scores_BxHxCxS - jnp.max(scores_BxHxCxS, axis=-1, keepdims=True))
+  l_BxHxCx1 = jnp.sum(e_BxHxCxS, axis=-1, keepdims=True)
+  e_BxHxCxS = e_BxHxCxS.astype(dtype)
+  o_BxHxCxK = jnp.einsum(
+      "bhcs,bhsk->bhck", e_BxHxCxS, v_BxHxSxK, preferred_element_type=jnp.float32
+  ) / l_BxHxCx1
+  return o_BxHxCxK, e_BxHxCxS, l_BxHxCx1
+
+
+@functools.partial(jax.custom_vjp, nondiff_argnums=(3, 4))
+def _attention_block(q_BxHxCxK, k_BxHxSxK, v_BxHxSxK, q_start, dtype):
+  """softmax(q k^T / sqrt(K) + causal mask) v for queries q_start.. and keys 0..S-1.
+
+  A custom VJP with the flash-attention backward (Dao et al., 2022): the residuals are the
+  forward's e and l (nothing is recomputed), and the softmax backward's row sum
+  sum_s dP_cs P_cs is taken as sum_k dO_ck O_ck, over K entries instead of S.
+  """
+  o_BxHxCxK, _, _ = _attention_block_fwd_parts(q_BxHxCxK, k_BxHxSxK, v_BxHxSxK, q_start, dtype)
+  return o_BxHxCxK.astype(v_BxHxSxK.dtype)
+
+
+def _attention_block_fwd(q_BxHxCxK, k_BxHxSxK, v_BxHxSxK, q_start, dtype):
+  o_BxHxCxK, e_BxHxCxS, l_BxHxCx1 = _attention_block_fwd_parts(
+      q_BxHxCxK, k_BxHxSxK, v_BxHxSxK, q_start, dtype)
+  res = (q_BxHxCxK, k_BxHxSxK, v_BxHxSxK, o_BxHxCxK, e_BxHxCxS, l_BxHxCx1)
+  return o_BxHxCxK.astype(v_BxHxSxK.dtype), res
+
+
+def _attention_block_bwd(q_start, dtype, res, do_BxHxCxK):
+  """With P = e / l: dV = P^T dO, dS = P * (dO V^T - rowsum(dO * O)), dQ = dS K / sqrt(K),
+  dK = dS^T Q / sqrt(K); 1 / l is folded into dO (a C x K array) rather than into e."""
+  del q_start
+  q_BxHxCxK, k_BxHxSxK, v_BxHxSxK, o_BxHxCxK, e_BxHxCxS, l_BxHxCx1 = res
+  K = q_BxHxCxK.shape[-1]
+  f32 = jnp.float32
+  dol_BxHxCxK = do_BxHxCxK.astype(f32) / l_BxHxCx1  # dO / l
+  dv_BxHxSxK = jnp.einsum(
+      "bhcs,bhck->bhsk", e_BxHxCxS, dol_BxHxCxK.astype(dtype), preferred_element_type=f32)
+  dpl_BxHxCxS = jnp.einsum(  # (dO V^T) / l
+      "bhck,bhsk->bhcs", dol_BxHxCxK.astype(dtype), v_BxHxSxK, preferred_element_type=f32)
+  rowsum_BxHxCx1 = jnp.sum(dol_BxHxCxK * o_BxHxCxK, axis=-1, keepdims=True)
+  ds_BxHxCxS = (e_BxHxCxS.astype(f32) * (dpl_BxHxCxS - rowsum_BxHxCx1) * (K ** -0.5)).astype(
+      dtype)
+  dq_BxHxCxK = jnp.einsum("bhcs,bhsk->bhck", ds_BxHxCxS, k_BxHxSxK, preferred_element_type=f32)
+  dk_BxHxSxK = jnp.einsum("bhcs,bhck->bhsk", ds_BxHxCxS, q_BxHxCxK, preferred_element_type=f32)
+  return (dq_BxHxCxK.astype(q_BxHxCxK.dtype), dk_BxHxSxK.astype(k_BxHxSxK.dtype),
+          dv_BxHxSxK.astype(v_BxHxSxK.dtype))
+
+
+_attention_block.defvjp(_attention_block_fwd, _attention_block_bwd)
 
 
 def causal_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, dtype):
@@ -97,26 +154,29 @@ def causal_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, dtype):
   Query block [t0, t1) only needs keys [0, t1): its scores are (t1 - t0) x t1 instead of
   rows of a T x T matrix, so the blocks above the diagonal (all masked, whose probabilities are
   exactly 0) are never computed or stored. Each block's softmax runs over all of its keys at
-  once, so the result is the same softmax as the T x T version (up to fp32 summation order).
+  once, so the result is the same softmax as the T x T version (up to fp32 rounding).
 
   Args:
     q_BxTxHxK: queries (rotated), shape (B, T, H, K).
     k_BxTxHxK: keys (rotated), shape (B, T, H, K).
     v_BxTxHxK: values, shape (B, T, H, K).
-    dtype: the compute dtype of the probabilities-times-values matmul.
+    dtype: the compute dtype of the matmuls (scores and outputs accumulate in fp32).
 
   Returns:
     Attention outputs, shape (B, T, H, K), dtype of v.
   """
   T = q_BxTxHxK.shape[1]
   block = ATTENTION_BLOCK if 0 < ATTENTION_BLOCK < T else T
-  fn = jax.checkpoint(_attention_block, static_argnums=(3, 4)) if ATTENTION_REMAT else (
-      _attention_block)
+  # Heads-major (B, H, T, K): every score and output matmul is a batch of plain 2-D matmuls.
+  q_BxHxTxK, k_BxHxTxK, v_BxHxTxK = (
+      a.transpose(0, 2, 1, 3) for a in (q_BxTxHxK, k_BxTxHxK, v_BxTxHxK))
   outs = []
   for t0 in range(0, T, block):
     t1 = min(t0 + block, T)
-    outs.append(fn(q_BxTxHxK[:, t0:t1], k_BxTxHxK[:, :t1], v_BxTxHxK[:, :t1], t0, dtype))
-  return outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=1)
+    outs.append(_attention_block(
+        q_BxHxTxK[:, :, t0:t1], k_BxHxTxK[:, :, :t1], v_BxHxTxK[:, :, :t1], t0, dtype))
+  out_BxHxTxK = outs[0] if len(outs) == 1 else jnp.concatenate(outs, axis=2)
+  return out_BxHxTxK.transpose(0, 2, 1, 3)
 
 
 def _normal(std: float):

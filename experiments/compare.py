@@ -10,6 +10,12 @@ import os
 import re
 import sys
 
+from halos_jax import runtime
+
+if __name__ == "__main__":  # before JAX is imported: huge-page malloc (halos_jax/runtime.py)
+  runtime.use_malloc_huge_pages()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
@@ -49,12 +55,7 @@ def main(argv):
     print(f"error: unexpected arguments: {argv[1:]}", file=sys.stderr)
     sys.exit(2)
   logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out of the way
-  cache = os.environ.get("JAX_COMPILATION_CACHE_DIR",
-                         os.path.expanduser("~/.cache/halos_jax/jax"))
-  if cache:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  runtime.setup_compilation_cache()
   try:
     config = _CONFIG.value  # a config file that failed to load raises here (OSError)
     result = compare.run_comparison(config, _WORKDIR.value)

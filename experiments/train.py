@@ -10,9 +10,14 @@ Several processes (one per host, JAX's multi-controller runtime; docs/scale.md):
 command in every process with --distributed (Cloud TPU, SLURM, Open MPI: nothing else needed),
 or with --coordinator_address=HOST:PORT --num_processes=N --process_id=I.
 """
-import os
 import sys
 
+from halos_jax import runtime
+
+if __name__ == "__main__":  # before JAX is imported: huge-page malloc (halos_jax/runtime.py)
+  runtime.use_malloc_huge_pages()
+
+# pylint: disable=g-import-not-at-top,wrong-import-position
 from absl import app
 from absl import flags
 from absl import logging
@@ -47,14 +52,7 @@ def main(argv):
       distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     except Exception as e:  # pylint: disable=broad-except
       validation.fail(f"--distributed: jax.distributed.initialize failed: {e}")
-  # Reuse compiled programs across runs (same executables, same bits): JAX_COMPILATION_CACHE_DIR
-  # overrides the location, an empty value turns the cache off.
-  cache = os.environ.get("JAX_COMPILATION_CACHE_DIR",
-                         os.path.expanduser("~/.cache/halos_jax/jax"))
-  if cache:
-    import jax  # pylint: disable=g-import-not-at-top
-    jax.config.update("jax_compilation_cache_dir", cache)
-    jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+  runtime.setup_compilation_cache()
   try:
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
   except Interrupted as e:  # SIGINT/SIGTERM: checkpoint saved; exit status 128 + signal

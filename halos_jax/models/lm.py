@@ -82,9 +82,20 @@ def cross_entropy(logits_BxTxV: jax.Array, targets_BxT: jax.Array) -> jax.Array:
   return jnp.mean(nll_BxT)
 
 
-# Tokens per chunk of the fused head + cross-entropy in `loss` (a performance switch, not the
-# mathematics; 0: logits for all tokens at once, then cross_entropy). See docs/performance.md.
-LOSS_CHUNK = 512
+# Logits per chunk of the fused head + cross-entropy in `loss` (a performance switch, not the
+# mathematics; 0: plain logits for all tokens, then cross_entropy). A chunk is the largest power
+# of two of tokens whose (tokens, V) fp32 logits fit in LOSS_CHUNK_LOGITS entries (128 MiB):
+# 512 tokens for Pythia's V = 50,304; a small vocabulary takes the whole batch in one chunk,
+# with no loop. See docs/performance.md.
+LOSS_CHUNK_LOGITS = 2**25
+
+
+def loss_chunk_tokens(num_tokens: int, vocab_size: int) -> int:
+  """Tokens per head_cross_entropy chunk for LOSS_CHUNK_LOGITS (0: not chunked)."""
+  if not LOSS_CHUNK_LOGITS:
+    return 0
+  fit = max(1, LOSS_CHUNK_LOGITS // vocab_size)
+  return min(1 << (fit.bit_length() - 1), num_tokens)
 
 
 def _head_logits(h_CxD, w_DxV, dtype):
@@ -121,6 +132,9 @@ def _chunked(fn, h_NxD, targets_N, chunk, init):
   full = n // chunk * chunk
   parts = []
   carry = init
+  if full == n == chunk:  # one chunk: no loop
+    carry, ys = fn(carry, h_NxD, targets_N)
+    return carry, ys
   if full:
     carry, ys = jax.lax.scan(
         lambda c, xs: fn(c, *xs), carry,
@@ -255,12 +269,13 @@ def _make_language_model(cfg: PythiaConfig) -> LanguageModel:
           f"{tuple(batch_BxT1.shape)}"
       )
     model = _model(params)
-    if not LOSS_CHUNK:
+    B, T = batch_BxT1.shape[0], batch_BxT1.shape[1] - 1
+    chunk = loss_chunk_tokens(B * T, cfg.vocab_size)
+    if not chunk:
       return cross_entropy(model(batch_BxT1[:, :-1]), batch_BxT1[:, 1:])
     h_BxTxD = model.hidden(batch_BxT1[:, :-1])
-    B, T, D = h_BxTxD.shape
     return head_cross_entropy(
-        h_BxTxD.reshape(B * T, D), model.embed_out.kernel[...], batch_BxT1[:, 1:].reshape(B * T),
-        jnp.dtype(cfg.compute_dtype), min(LOSS_CHUNK, B * T))
+        h_BxTxD.reshape(B * T, -1), model.embed_out.kernel[...],
+        batch_BxT1[:, 1:].reshape(B * T), jnp.dtype(cfg.compute_dtype), chunk)
 
   return LanguageModel(init=init, apply=apply, loss=loss)

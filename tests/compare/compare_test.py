@@ -9,6 +9,7 @@ import numpy as np
 import pytest
 
 from halos_jax import compare
+from tests.replay.tiny_configs import TINY_ENV  # 2 regions x 2 workers
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -156,15 +157,6 @@ def test_bad_comparison_configs_are_errors(field, value, match, tmp_path):
 
 # --- The whole harness, through the command line -------------------------------------------------
 
-TINY_ENV = """\
-num_regions: 2
-network_bandwidths:
-  - [100.0, 0.5]
-  - [0.4, 100.0]
-worker_speeds:
-  - [1.0, 0.5]
-  - [0.8, 0.3]
-"""
 TINY = ("H=4,K=2,workers_per_lps=2,local_batch=2,global_batch=8,total_local_steps=48,"
         "val_interval=8,log_interval=8,replay.progress=False,replay.plots=False,"
         "checkpoint_every_s=0.0")

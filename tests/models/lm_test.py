@@ -127,9 +127,10 @@ def test_orbax_round_trip(tiny, tmp_path):
   jax.tree.map(np.testing.assert_array_equal, restored, params)
 
 
-@pytest.mark.parametrize("chunk", [16, 111, 0])
+@pytest.mark.parametrize("chunk", [16, 100, 111])
 def test_chunked_head_cross_entropy_matches_the_full_logits(chunk):
-  """Chunked loss (scan + ragged tail) = cross_entropy of the full logits, values and grads."""
+  """Chunked loss = cross_entropy of the full logits, values and grads: 16 (a loop of 6 chunks
+  and a ragged tail), 100 (a loop of one and a tail), 111 (one chunk, no loop)."""
   from halos_jax.models import lm  # pylint: disable=g-import-not-at-top
   n, d, v = 111, 8, 37  # 111 = 6 chunks of 16 + a tail of 15
   kh, kw, kt = jax.random.split(jax.random.key(3), 3)
@@ -141,8 +142,6 @@ def test_chunked_head_cross_entropy_matches_the_full_logits(chunk):
     return lm.cross_entropy((h @ w)[None], t[None])
 
   def chunked(h, w):
-    if chunk == 0:  # the whole batch in one chunk
-      return lm.head_cross_entropy(h, w, t, jnp.float32, n)
     return lm.head_cross_entropy(h, w, t, jnp.float32, chunk)
 
   want, (want_dh, want_dw) = jax.value_and_grad(full, argnums=(0, 1))(h, w)
@@ -153,3 +152,30 @@ def test_chunked_head_cross_entropy_matches_the_full_logits(chunk):
   # The targets matter: the most likely tokens give a clearly lower loss.
   best = jnp.argmax(h @ w, axis=-1)
   assert float(lm.head_cross_entropy(h, w, best, jnp.float32, 16)) < float(want) - 1.0
+
+
+def test_loss_chunk_tokens(monkeypatch):
+  from halos_jax.models import lm  # pylint: disable=g-import-not-at-top
+  monkeypatch.setattr(lm, "LOSS_CHUNK_LOGITS", 2**25)
+  # 2^25 / 50,304 = 667.0...: the largest power of two below is 512 tokens (25.8M logits).
+  assert lm.loss_chunk_tokens(2048, 50_304) == 512
+  assert lm.loss_chunk_tokens(300, 50_304) == 300  # fewer tokens than a chunk: one chunk
+  # Byte vocabulary: 2^25 / 256 = 131,072 tokens per chunk, so 8 x 256 tokens are one chunk.
+  assert lm.loss_chunk_tokens(2048, 256) == 2048
+  assert lm.loss_chunk_tokens(10, 2**26) == 1  # a vocabulary beyond the budget: token by token
+  monkeypatch.setattr(lm, "LOSS_CHUNK_LOGITS", 0)
+  assert lm.loss_chunk_tokens(2048, 50_304) == 0  # plain logits + cross_entropy
+
+
+@pytest.mark.parametrize("budget", [0, 3 * 37, 2**25])
+def test_loss_is_the_same_with_and_without_chunking(budget, monkeypatch):
+  # budget 3 * 37 logits: 2-token chunks over the 2 x 7 = 14 targets of a V = 37 model.
+  from halos_jax.models import lm  # pylint: disable=g-import-not-at-top
+  cfg = models.get_model_config("tiny", vocab_size=37, num_layers=1, max_seq_len=16)
+  model = lm.make_language_model(cfg)
+  params = model.init(0)
+  batch = jax.random.randint(jax.random.key(5), (2, 8), 0, 37)
+  logits = model.apply(params, batch[:, :-1])
+  want = lm.cross_entropy(logits, batch[:, 1:])
+  monkeypatch.setattr(lm, "LOSS_CHUNK_LOGITS", budget)
+  np.testing.assert_allclose(model.loss(params, batch), want, rtol=2e-6)

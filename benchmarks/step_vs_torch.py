@@ -18,8 +18,13 @@ compilation and the Python runtime).
 FLOPs per step: 6 * N_mm * B * T + 12 * L * D * B * T^2, with N_mm the parameters used in
 matmuls (all but embed_in and the biases/LayerNorms; the embedding is a gather), the second term
 the q.k and p.v matmuls forward + backward counted without the causal saving (PaLM's
-convention). Peak fp32: cores * 2 FMA units * 16 fp32 lanes (AVX-512) * 2 flops * clock, with
-the clock from /proc/cpuinfo 'cpu MHz' (2000 MHz on this KVM guest, = lscpu BogoMIPS / 2).
+convention). Peak fp32: cores * 2 FMA units * fp32 lanes * 2 flops * clock, with the lanes from
+the ISA in /proc/cpuinfo (16 with avx512f, 8 with AVX2 + FMA) and the clock from its 'cpu MHz'.
+
+Both workers run with GLIBC_TUNABLES=glibc.malloc.hugetlb=1 (what experiments.train and
+experiments.compare set for themselves, halos_jax/runtime.py): both frameworks allocate
+multi-GB temporaries per step, and with 4 KiB pages each step pays ~600k-850k page faults.
+--no_hugepages runs both without it.
 
 Side environment (once): scripts/make_hf_fixtures.sh creates side_env/ with
   python3.11 -m venv side_env && side_env/bin/pip install torch==2.13.0 transformers==5.23.0

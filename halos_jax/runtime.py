@@ -18,12 +18,13 @@ import sys
 
 HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 _OPT_OUT = "HALOS_MALLOC_HUGEPAGES"
+_REEXECUTED = "_HALOS_MALLOC_REEXECUTED"  # set in the re-executed process: never a second time
 
 
 def huge_pages_env(environ=None) -> dict | None:
   """The environment to re-execute with, or None when no re-execution is wanted."""
   environ = dict(os.environ if environ is None else environ)
-  if environ.get(_OPT_OUT, "1") == "0" or sys.platform != "linux":
+  if environ.get(_OPT_OUT, "1") == "0" or _REEXECUTED in environ or sys.platform != "linux":
     return None
   if platform.libc_ver()[0] != "glibc":
     return None
@@ -31,13 +32,14 @@ def huge_pages_env(environ=None) -> dict | None:
   if "glibc.malloc.hugetlb" in tunables:  # already set, by us or by the user
     return None
   environ["GLIBC_TUNABLES"] = f"{tunables}:{HUGEPAGE_TUNABLE}" if tunables else HUGEPAGE_TUNABLE
+  environ[_REEXECUTED] = "1"
   return environ
 
 
 def use_malloc_huge_pages():
   """Re-executes this process with huge-page malloc (see the module docstring); else returns."""
   environ = huge_pages_env()
-  if environ is None or "jax" in sys.modules:  # too late to matter once JAX has allocated
+  if environ is None or "jax" in sys.modules:  # called late: do not redo the work so far
     return
   argv = [sys.executable] + sys.orig_argv[1:]
   sys.stdout.flush()

@@ -17,6 +17,7 @@ def test_env_sets_the_tunable():
     assert env is None
     return
   assert env["GLIBC_TUNABLES"] == "glibc.malloc.hugetlb=1" and env["PATH"] == "/bin"
+  assert runtime.huge_pages_env(env) is None  # the re-executed process does not loop
 
 
 @pytest.mark.skipif(sys.platform != "linux", reason="glibc tunables are Linux-only")
@@ -42,7 +43,8 @@ print(os.environ.get("GLIBC_TUNABLES"), os.getpid(), faults, sys.argv[1:])
 
 
 def _probe(**env):
-  environ = {k: v for k, v in os.environ.items() if k not in ("GLIBC_TUNABLES", runtime._OPT_OUT)}  # pylint: disable=protected-access
+  environ = {k: v for k, v in os.environ.items()
+             if k not in ("GLIBC_TUNABLES", runtime._OPT_OUT, runtime._REEXECUTED)}  # pylint: disable=protected-access
   environ.update(env)
   environ["PYTHONPATH"] = _ROOT
   proc = subprocess.Popen([sys.executable, "-c", _PROBE, "arg1", "--flag=x"], env=environ,

@@ -43,10 +43,10 @@ import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+from halos_jax.runtime import HUGEPAGE_TUNABLE  # pylint: disable=g-import-not-at-top,wrong-import-position  (no JAX import)
+
 THREADS = 2
-# glibc malloc backs its large (mmap) allocations with transparent huge pages: a 70M step's
-# multi-GB temporaries then cost thousands of page faults instead of ~850k (docs/performance.md).
-HUGEPAGE_TUNABLE = "glibc.malloc.hugetlb=1"
 
 # (model name, batch, seq, steps per round)
 ROWS = {
@@ -59,7 +59,6 @@ ROWS = {
 
 def _worker(a):
   """Our side: serves 'run N' / 'quit' on stdin like _torch_step.py."""
-  sys.path.insert(0, ROOT)
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
@@ -67,8 +66,12 @@ def _worker(a):
   from halos_jax import models  # pylint: disable=g-import-not-at-top
   from halos_jax.models import pythia  # pylint: disable=g-import-not-at-top
 
+  from halos_jax.models import lm as lm_module  # pylint: disable=g-import-not-at-top
   for k, v in json.loads(a.model_opts).items():  # benchmark-only levers (see --model_opts)
-    setattr(pythia, k, v)
+    module = pythia if hasattr(pythia, k) else lm_module
+    if not hasattr(module, k):
+      raise ValueError(f"--model_opts: {k!r} is not a switch of models.pythia or models.lm")
+    setattr(module, k, v)
   cfg = models.get_model_config(a.model, compute_dtype=a.dtype)
   lm = models.make_language_model(cfg)
   params = lm.init(0)
@@ -125,7 +128,6 @@ class _Proc:
 
 
 def _dims(name):
-  sys.path.insert(0, ROOT)
   from halos_jax.models import config  # pylint: disable=g-import-not-at-top  (no JAX import)
   return config.get_model_config(name)
 
@@ -169,7 +171,8 @@ def main():
                  help=f"lever: run both sides without GLIBC_TUNABLES={HUGEPAGE_TUNABLE}")
   p.add_argument("--xla_flags", default="", help="lever: extra XLA_FLAGS for our worker")
   p.add_argument("--model_opts", default="{}",
-                 help="lever: JSON of halos_jax.models.pythia module attributes to override")
+                 help="lever: JSON of halos_jax.models.pythia / .lm module attributes to override, "
+                 "e.g. '{\"ATTENTION_BLOCK\": 0, \"LOSS_CHUNK_LOGITS\": 0}'")
   p.add_argument("--torch_attn", default="sdpa", help="transformers attn_implementation")
   p.add_argument("--side_python", default=os.path.join(ROOT, "side_env", "bin", "python"))
   # worker mode
@@ -186,7 +189,7 @@ def main():
   rows = list(ROWS) if a.rows == "all" else a.rows.split(",")
   for r in rows:
     if r not in ROWS:
-      raise ValueError(f"--rows: unknown row {r!r}; valid rows: {', '.join(ROWS)} or all")
+      p.error(f"--rows: unknown row {r!r}; valid rows: {', '.join(ROWS)} or all")
   peak, peak_desc = _peak_flops()
   print(f"fp32 peak {peak_desc}; XLA_FLAGS extra: {a.xla_flags!r}; model_opts {a.model_opts}; "
         f"donate {not a.no_donate}; malloc huge pages {not a.no_hugepages} (both sides)",

@@ -52,6 +52,7 @@ def state_bytes(config, model_name: str) -> dict:
   from halos_jax import models, optim, schedule  # pylint: disable=g-import-not-at-top
   from halos_jax import train  # pylint: disable=g-import-not-at-top
   from halos_jax.replay.problem import Problem  # pylint: disable=g-import-not-at-top
+  from halos_jax.replay.problem import lm_worker_optimizer  # pylint: disable=g-import-not-at-top
   from halos_jax.replay.rules import rules_for  # pylint: disable=g-import-not-at-top
 
   import ml_collections  # pylint: disable=g-import-not-at-top
@@ -62,8 +63,7 @@ def state_bytes(config, model_name: str) -> dict:
   w = config.worker
   problem = Problem(
       name=model_name, init_params=None, loss=lm.loss,
-      worker_optimizer=optim.worker_adamw(b1=w.b1, b2=w.b2, eps=w.eps,
-                                          weight_decay=w.weight_decay, clip_norm=w.clip_norm),
+      worker_optimizer=lm_worker_optimizer(w, lm),
       learning_rate=optim.warmup_cosine_schedule(w.max_lr, w.t_warmup, w.t_max,
                                                  min_lr_ratio=w.min_lr_ratio),
       data=None, tokens_per_sequence=int(config.data.seq_len))
@@ -87,7 +87,8 @@ def main(argv):
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
-  from halos_jax import models, optim  # pylint: disable=g-import-not-at-top
+  from halos_jax import models  # pylint: disable=g-import-not-at-top
+  from halos_jax.replay.problem import lm_worker_optimizer  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   name = _MODEL.value or config.model.name
@@ -99,9 +100,7 @@ def main(argv):
   b, t = int(config.local_batch), int(config.data.seq_len)
   lm = models.make_language_model(cfg)
   mem = state_bytes(config, name)
-  problem_opt = optim.worker_adamw(
-      b1=config.worker.b1, b2=config.worker.b2, eps=config.worker.eps,
-      weight_decay=config.worker.weight_decay, clip_norm=config.worker.clip_norm)
+  problem_opt = lm_worker_optimizer(config.worker, lm)
 
   def step(params, state, batch, lr):
     loss, grads = jax.value_and_grad(lm.loss)(params, batch)

@@ -53,7 +53,7 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
   c.worker.b1 = 0.9  # AdamW beta1
   c.worker.b2 = 0.95  # AdamW beta2
   c.worker.eps = 1e-8  # AdamW epsilon
-  c.worker.weight_decay = 0.1  # decoupled, only on parameters with ndim >= 2
+  c.worker.weight_decay = 0.1  # decoupled; weight matrices and embeddings only (docs/optimizers.md)
   c.worker.clip_norm = 1.0  # global-norm gradient clipping
 
   # --- Model and data -----------------------------------------------------------------------

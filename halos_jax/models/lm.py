@@ -34,6 +34,8 @@ import numpy as np
 from flax import nnx
 
 from halos_jax.models.config import PythiaConfig
+from halos_jax.models.pythia import DECAYED_PARAM_NAMES
+from halos_jax.models.pythia import UNDECAYED_PARAM_NAMES
 from halos_jax.models.pythia import Pythia
 
 Params = dict[str, Any]
@@ -46,6 +48,9 @@ class LanguageModel(NamedTuple):
   apply(params, tokens_BxT int32) -> logits_BxTxV float32
   loss(params, batch_BxT1 int32) -> scalar mean next-token cross-entropy (fp32), with
     inputs = batch[:, :-1] and targets = batch[:, 1:].
+  decay_mask: a tree of Python bools with the structure of params: True on the leaves that take
+    the workers' weight decay (Linear kernels and embeddings, stacked or not), False on biases
+    and LayerNorm parameters (see `weight_decay_mask`). Pass it to `optim.worker_adamw`.
 
   Shapes and dtypes are checked (ValueError/TypeError naming the problem); token values cannot
   be checked inside jit: ids outside [0, V) give NaN, never an error.
@@ -53,10 +58,41 @@ class LanguageModel(NamedTuple):
   init: Callable[[int], Params]
   apply: Callable[[Params, jax.Array], jax.Array]
   loss: Callable[[Params, jax.Array], jax.Array]
+  decay_mask: Params
 
 
 def _path_str(path) -> str:
   return "/".join(str(getattr(p, "key", p)) for p in path)
+
+
+def weight_decay_mask(params) -> Params:
+  """True where a parameter takes weight decay, from its name (not its stored rank).
+
+  A leaf named 'kernel' (a Linear weight matrix) or 'embedding' (an embedding table) is decayed;
+  'bias' and 'scale' (Linear biases, LayerNorm parameters) are not, whether or not the leaf
+  carries the stacked layers' leading axis. For one unstacked layer this is exactly the
+  reference's rule "decay tensors of rank >= 2" (tests/models/lm_test.py checks both).
+
+  Args:
+    params: a Pythia parameter tree (arrays or ShapeDtypeStructs), e.g. from `init`.
+
+  Returns:
+    A tree of Python bools with the structure of params.
+
+  Raises:
+    ValueError: a leaf whose name is none of the known ones (a new kind of parameter must be
+      classified here, not guessed from its shape).
+  """
+  def decayed(path, _):
+    name = str(getattr(path[-1], "key", path[-1])) if path else ""
+    if name in DECAYED_PARAM_NAMES:
+      return True
+    if name in UNDECAYED_PARAM_NAMES:
+      return False
+    raise ValueError(
+        f"params leaf {_path_str(path)}: cannot tell whether it takes weight decay; known names "
+        f"are {sorted(DECAYED_PARAM_NAMES)} (decayed) and {sorted(UNDECAYED_PARAM_NAMES)} (not)")
+  return jax.tree_util.tree_map_with_path(decayed, params)
 
 
 def _check_tokens(tokens, cfg: PythiaConfig, what: str, max_len: int):
@@ -214,7 +250,7 @@ def make_language_model(cfg: PythiaConfig) -> LanguageModel:
     cfg: a PythiaConfig (see get_model_config).
 
   Returns:
-    LanguageModel(init, apply, loss), pure functions (see the module docstring).
+    LanguageModel(init, apply, loss, decay_mask) (see the module docstring).
   """
   if not isinstance(cfg, PythiaConfig):
     raise TypeError(f"cfg must be a PythiaConfig, got {type(cfg).__name__}")
@@ -278,4 +314,5 @@ def _make_language_model(cfg: PythiaConfig) -> LanguageModel:
         h_BxTxD.reshape(B * T, -1), model.embed_out.kernel[...],
         batch_BxT1[:, 1:].reshape(B * T), jnp.dtype(cfg.compute_dtype), chunk)
 
-  return LanguageModel(init=init, apply=apply, loss=loss)
+  return LanguageModel(init=init, apply=apply, loss=loss,
+                       decay_mask=weight_decay_mask(abstract_params))

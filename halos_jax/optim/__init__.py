@@ -20,6 +20,7 @@ from halos_jax.optim.outer import mean_pseudo_gradient
 from halos_jax.optim.outer import pseudo_gradient
 from halos_jax.optim.worker import round_learning_rates
 from halos_jax.optim.worker import warmup_cosine_schedule
+from halos_jax.optim.worker import rank_decay_mask
 from halos_jax.optim.worker import worker_adamw
 from halos_jax.optim.worker import worker_sgd
 
@@ -38,6 +39,7 @@ __all__ = [
     "mean_over_leading_axis",
     "mean_pseudo_gradient",
     "pseudo_gradient",
+    "rank_decay_mask",
     "round_learning_rates",
     "warmup_cosine_schedule",
     "worker_adamw",

@@ -9,7 +9,8 @@ AdamW state persists across a worker's rounds; only the parameters are replaced 
 References:
   Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 (arXiv 1711.05101).
   Kim et al., "HALoS", ICML 2025 (arXiv 2506.04531): worker settings (AdamW (0.9, 0.95), eps 1e-8,
-  weight decay 0.1 on ndim >= 2, clipping 1.0, warmup + cosine to 0.1 * max).
+  weight decay 0.1 on the weight matrices and embeddings, clipping 1.0, warmup + cosine to
+  0.1 * max).
 """
 import jax
 import jax.numpy as jnp
@@ -81,8 +82,13 @@ def round_learning_rates(schedule: optax.Schedule, lr_offset, H: int) -> jax.Arr
   return jax.vmap(schedule)(counts)
 
 
-def _decay_mask(params):
-  """Weight decay only on leaves with ndim >= 2 (matrices, embeddings), not biases or norms."""
+def rank_decay_mask(params):
+  """The reference's rule for a tree whose every leaf is one parameter: decay where ndim >= 2.
+
+  Right for unstacked trees only: a tree that stacks layers along a leading axis stores each
+  layer's bias and LayerNorm vectors with ndim 2, and this rule would decay them. Models with
+  stacked layers pass their own mask (`models.LanguageModel.decay_mask`).
+  """
   return jax.tree.map(lambda p: jnp.ndim(p) >= 2, params)
 
 
@@ -93,13 +99,14 @@ def worker_adamw(
     eps: float = 1e-8,
     weight_decay: float = 0.1,
     clip_norm: float = 1.0,
+    decay_mask=None,
 ) -> optax.GradientTransformationExtraArgs:
-  """Global-norm clipping, then AdamW with decoupled weight decay on ndim >= 2 leaves.
+  """Global-norm clipping, then AdamW with decoupled weight decay on the masked leaves.
 
       g = g * min(1, clip_norm / ||g||)                  (global norm over all leaves)
       m = b1 * m + (1 - b1) * g;   v = b2 * v + (1 - b2) * g^2;   k += 1
       m_hat = m / (1 - b1^k);      v_hat = v / (1 - b2^k)
-      x -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * x)  (wd only where x.ndim >= 2)
+      x -= lr * (m_hat / (sqrt(v_hat) + eps) + wd * x)  (wd only where decay_mask is True)
 
   `update(grads, state, params, *, learning_rate)` takes THIS step's learning rate lr (a float
   or a scalar array, see `round_learning_rates`). The state (k, m, v) belongs to the worker and is
@@ -112,6 +119,11 @@ def worker_adamw(
     eps: added to sqrt(v_hat), >= 0 (reference 1e-8).
     weight_decay: wd, decoupled, >= 0 (reference 0.1).
     clip_norm: global-norm clipping threshold, > 0 (reference 1.0).
+    decay_mask: which leaves decay: a tree of bools with the params' structure, or a function
+      params -> such a tree. The reference decays weight matrices and embeddings, never biases
+      or normalisation parameters; for the Pythia models pass `LanguageModel.decay_mask`.
+      None: `rank_decay_mask` (ndim >= 2), which is that rule only for trees without stacked
+      layers.
 
   Returns:
     An `optax.GradientTransformationExtraArgs`; its update needs `params` and `learning_rate`.
@@ -127,7 +139,8 @@ def worker_adamw(
   direction = optax.chain(
       optax.clip_by_global_norm(clip_norm),
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),
-      optax.add_decayed_weights(weight_decay, mask=_decay_mask),
+      optax.add_decayed_weights(
+          weight_decay, mask=rank_decay_mask if decay_mask is None else decay_mask),
   )
 
   def init_fn(params):

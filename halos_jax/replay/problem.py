@@ -135,13 +135,21 @@ def language_model_problem(config) -> Problem:
       name=f"lm:{config.model.name}",
       init_params=lambda: jax.jit(lm.init, static_argnums=0)(int(config.seed)),
       loss=lm.loss,
-      worker_optimizer=optim.worker_adamw(
-          b1=w.b1, b2=w.b2, eps=w.eps, weight_decay=w.weight_decay, clip_norm=w.clip_norm),
+      worker_optimizer=lm_worker_optimizer(w, lm),
       learning_rate=optim.warmup_cosine_schedule(
           w.max_lr, w.t_warmup, w.t_max, min_lr_ratio=w.min_lr_ratio),
       data=stream,
       tokens_per_sequence=config.data.seq_len,
   )
+
+
+def lm_worker_optimizer(worker_config, lm) -> optax.GradientTransformationExtraArgs:
+  """The workers' AdamW for a language model: `config.worker`'s settings, the model's decay mask."""
+  from halos_jax import optim  # pylint: disable=g-import-not-at-top
+
+  w = worker_config
+  return optim.worker_adamw(b1=w.b1, b2=w.b2, eps=w.eps, weight_decay=w.weight_decay,
+                            clip_norm=w.clip_norm, decay_mask=lm.decay_mask)
 
 
 def make_problem(config) -> Problem:

@@ -20,7 +20,6 @@ from absl import flags
 from absl import logging
 import jax
 import jax.numpy as jnp
-import numpy as np
 import optax
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -53,7 +53,7 @@ def state_bytes(config, model_name: str) -> dict:
   from halos_jax import train  # pylint: disable=g-import-not-at-top
   from halos_jax.replay.problem import Problem  # pylint: disable=g-import-not-at-top
   from halos_jax.replay.problem import lm_worker_optimizer  # pylint: disable=g-import-not-at-top
-  from halos_jax.replay.rules import rules_for  # pylint: disable=g-import-not-at-top
+  from halos_jax import algorithms  # pylint: disable=g-import-not-at-top
 
   import ml_collections  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
@@ -69,7 +69,8 @@ def state_bytes(config, model_name: str) -> dict:
       data=None, tokens_per_sequence=int(config.data.seq_len))
   env = schedule.load_environment(config.env)
   plan = schedule.make_plan(env, schedule.ScheduleSettings.from_config(config))
-  rules = rules_for(config, problem, env.num_workers, plan.num_servers)
+  rules = algorithms.get(config.algorithm).server_rules(
+      config, problem, env.num_workers, plan.num_servers)
   x0 = jax.eval_shape(lambda: lm.init(0))
   opt = jax.eval_shape(problem.worker_optimizer.init, x0)
   servers = jax.eval_shape(rules.init, x0)

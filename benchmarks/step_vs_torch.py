@@ -44,7 +44,8 @@ import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
-from halos_jax.runtime import HUGEPAGE_TUNABLE  # pylint: disable=g-import-not-at-top,wrong-import-position  (no JAX import)
+# No JAX import: runtime.py is plain Python.
+from halos_jax.runtime import HUGEPAGE_TUNABLE  # noqa: E402  # pylint: disable=wrong-import-position
 
 THREADS = 2
 

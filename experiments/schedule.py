@@ -2,7 +2,8 @@ r"""Builds a run's schedule (no training) and shows what it looks like.
 
   python -m experiments.schedule --config=configs/halos.py --out=schedule.jsonl \
     --summary_json=summary.json --gantt=gantt.png --staleness=staleness.png
-  python -m experiments.schedule --config=configs/diloco.py --config.H=16 --config.env=homogeneous4x4
+  python -m experiments.schedule --config=configs/diloco.py --config.H=16 \
+    --config.env=homogeneous4x4
 
 Writes the schedule as JSON Lines (docs/schedule.md), a summary JSON and the pictures, and
 prints the summary. Bad input (unknown environment preset, malformed YAML, an invalid setting)
@@ -26,8 +27,9 @@ from halos_jax import schedule as schedule_lib
 from halos_jax import validation
 from halos_jax.schedule import analysis
 from halos_jax.schedule import events
+from halos_jax.schedule import plots
 
-# Pythia-70M in fp32 (HALOS.md section 3), when the model code cannot be imported.
+# Pythia-70M in fp32 (docs/algorithms.md 3), when the model code cannot be imported.
 FALLBACK_MESSAGE_BYTES = 281_706_496
 
 _CONFIG = config_flags.DEFINE_config_file(
@@ -80,8 +82,8 @@ def run(config, *, out=None, summary_json=None, gantt=None, staleness=None,
   writers = {
       "out": schedule.write_jsonl,
       "summary_json": lambda p: Path(p).write_text(json.dumps(summary, indent=1) + "\n"),
-      "gantt": lambda p: analysis.gantt(schedule, p, t_max_ms=gantt_until_ms),
-      "staleness": lambda p: analysis.staleness_histogram(schedule, p),
+      "gantt": lambda p: plots.gantt(schedule, p, t_max_ms=gantt_until_ms),
+      "staleness": lambda p: plots.staleness_histogram(schedule, p),
   }
   written = []
   try:

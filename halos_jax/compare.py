@@ -35,18 +35,20 @@ from typing import Any
 
 import ml_collections
 
-from halos_jax import config_lib
+from halos_jax import algorithms
 from halos_jax.replay import metrics as metrics_lib
 
-# The paper's headline claims (HALOS.md section 6): "up to" speed-ups in time to target loss.
-PAPER_CLAIMS = {
-    "diloco": 7.5,  # over synchronous baselines (DiLoCo)
-    "async_local_sgd": 2.1,  # over asynchronous ones (Async Local-SGD)
-}
-PAPER_CLAIM_NOTES = {  # shown where no number is claimed for that exact baseline
-    "ddp": "synchronous: up to 7.5x",
-    "diloco_dynupd": "synchronous: up to 7.5x",
-}
+
+def paper_claim(name: str) -> tuple[float | None, str]:
+  """(claimed "up to" speed-up, note) of the paper's headline claims over algorithm `name`.
+
+  From the algorithm module's PAPER_SPEEDUP: a number for the exact baseline the paper names
+  (DiLoCo 7.5x, Async Local-SGD 2.1x), a note where it only claims one for its class.
+  """
+  claim = algorithms.get(name).PAPER_SPEEDUP
+  if isinstance(claim, (int, float)):
+    return float(claim), ""
+  return None, claim or ""
 
 # Ablations: the config fields each one sets (dotted paths), and how entries are named.
 ABLATIONS = {
@@ -172,9 +174,9 @@ def _set_path(c: ml_collections.ConfigDict, path: str, value: Any, where: str) -
 def load_algorithm_config(algorithm: str, arg: str,
                           configs_dir: str = "") -> ml_collections.ConfigDict:
   """configs/<algorithm>.py:get_config(arg), as `experiments.train --config=...` would load it."""
-  if algorithm not in config_lib.ALGORITHMS:
+  if algorithm not in algorithms.names():
     raise ValueError(
-        f"algorithm {algorithm!r} unknown; allowed: {', '.join(config_lib.ALGORITHMS)}")
+        f"algorithm {algorithm!r} unknown; allowed: {', '.join(algorithms.names())}")
   path = os.path.join(configs_dir or _CONFIGS_DIR, f"{algorithm}.py")
   if not os.path.exists(path):
     raise FileNotFoundError(f"config file {path} not found (set configs_dir)")
@@ -195,7 +197,7 @@ def entry_configs(config: ml_collections.ConfigDict) -> dict[str, ml_collections
   if not name:
     algorithms = list(config.algorithms)
     if not algorithms:
-      raise ValueError(f"algorithms: empty; allowed: {', '.join(config_lib.ALGORITHMS)}")
+      raise ValueError(f"algorithms: empty; allowed: {', '.join(algorithms.names())}")
     if len(set(algorithms)) != len(algorithms):
       raise ValueError(f"algorithms: duplicates in {algorithms}")
     for alg in algorithms:
@@ -240,7 +242,8 @@ def reference_entry(config: ml_collections.ConfigDict, names: list[str]) -> str:
       raise ValueError(f"reference={config.reference!r} is not one of the entries {names}")
     return config.reference
   if not config.ablation:
-    return "halos" if "halos" in names else names[0]
+    refs = [n for n in names if algorithms.get(n).COMPARISON_REFERENCE]
+    return refs[0] if refs else names[0]
   # Ablation: the entry with the algorithm's own default value, else the first.
   default = load_algorithm_config(config.ablation_algorithm, config.arg, config.configs_dir)
   fields = ABLATIONS[config.ablation]
@@ -301,11 +304,12 @@ def summarize(runs: dict[str, tuple[list[dict], dict]], reference: str,
       continue
     pairs = [speedup(tr, tb, entries[n]["simulated_time_ms"])
              for tr, tb in zip(ref_times, entries[n]["time_to_target_ms"])]
+    claim, note = paper_claim(n) if mode == "algorithms" else (None, "")
     speedups[n] = {
         "ratio": [r for r, _ in pairs],
         "lower_bound": [lb for _, lb in pairs],
-        "paper_claim": PAPER_CLAIMS.get(n) if mode == "algorithms" else None,
-        "paper_note": PAPER_CLAIM_NOTES.get(n, "") if mode == "algorithms" else "",
+        "paper_claim": claim,
+        "paper_note": note,
     }
   return {
       "entry_order": names,  # table order (JSON objects are written with sorted keys)

@@ -1,8 +1,8 @@
 """The shared skeleton of every algorithm's config, and the `runlocal` shrink.
 
 Each file in `configs/` is a few lines: it takes `base_config(algorithm)`, sets the reference
-hyper-parameters of its algorithm (HALOS.md section 2) and, given the argument `runlocal`, calls
-`shrink_to_runlocal`. Top-level keys are the scheduler's settings (`halos_jax.schedule`); the
+hyper-parameters of its algorithm (docs/algorithms.md 2) and, given the argument `runlocal`,
+calls `shrink_to_runlocal`. Top-level keys are the scheduler's settings (`halos_jax.schedule`); the
 nested blocks belong to the optimizers, the model, the data and the replay.
 
 Units: times in milliseconds of simulated (virtual) time, sizes in sequences unless a name says
@@ -13,22 +13,20 @@ from __future__ import annotations
 import ml_collections
 from ml_collections import config_dict
 
+from halos_jax import algorithms
 from halos_jax.data import stream as data_lib
 
-# Pythia-70M in fp32: 70,426,624 parameters x 4 bytes (HALOS.md section 3).
+# Pythia-70M in fp32: 70,426,624 parameters x 4 bytes (docs/algorithms.md 3).
 PYTHIA_70M_BYTES = 281_706_496
-# One local step of the fastest worker for Pythia-70M, 64 x 2049 tokens (HALOS.md section 1).
+# One local step of the fastest worker for Pythia-70M, 64 x 2049 tokens (docs/algorithms.md 1).
 PYTHIA_70M_STEP_MS = 238.391
-
-ALGORITHMS = ("ddp", "diloco", "diloco_dynupd", "async_local_sgd", "halos")
 
 
 def base_config(algorithm: str) -> ml_collections.ConfigDict:
   """Reference settings shared by all five algorithms (Pythia-70M on the Pile, geo4)."""
-  if algorithm not in ALGORITHMS:
-    raise ValueError(f"algorithm must be one of {ALGORITHMS}, got {algorithm!r}")
+  algorithms.get(algorithm)  # UnknownAlgorithm (a ValueError) unless a module of that name
   c = ml_collections.ConfigDict()
-  c.algorithm = algorithm  # which schedule builder and server rules run
+  c.algorithm = algorithm  # a module of halos_jax/algorithms/: its schedule and server rules
   c.runlocal = False  # True: tiny model on the embedded corpus, paper's timing kept
 
   # --- Scheduler settings (halos_jax.schedule.ScheduleSettings) -----------------------------
@@ -44,7 +42,7 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
   c.step_time_ms = PYTHIA_70M_STEP_MS  # ms per local step at relative speed 1
   c.message_bytes = config_dict.placeholder(int)  # bytes per message; None: fp32 model size
 
-  # --- Worker inner optimizer: AdamW + warmup/cosine (HALOS.md 2.1) --------------------------
+  # --- Worker inner optimizer: AdamW + warmup/cosine (docs/algorithms.md 2.1) ----------------
   c.worker = ml_collections.ConfigDict()
   c.worker.max_lr = 1e-3  # peak learning rate
   c.worker.min_lr_ratio = 0.1  # min_lr = min_lr_ratio * max_lr

@@ -21,9 +21,9 @@ import os
 import time
 from typing import Any
 
-import jax
 import ml_collections
 
+from halos_jax import algorithms
 from halos_jax import distributed
 from halos_jax import schedule as schedule_lib
 from halos_jax import validation
@@ -32,7 +32,6 @@ from halos_jax.replay import metrics as metrics_lib
 from halos_jax.replay.engine import Replay, interrupt_on_signals
 from halos_jax.replay.problem import Problem, make_problem, params_sha256
 from halos_jax.replay.rounds import RoundRunner
-from halos_jax.replay.rules import rules_for
 
 # Config blocks that may change between a run and its resumption (they do not change results).
 _RESUMABLE_KEYS = ("replay", "checkpoint_every", "checkpoint_every_s", "checkpoint_keep")
@@ -98,7 +97,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   else:
     config.replay.progress = False
 
-  rules = rules_for(config, problem, schedule.env.num_workers, schedule.num_servers)
+  rules = algorithms.get(config.algorithm).server_rules(
+      config, problem, schedule.env.num_workers, schedule.num_servers)
   h_max = max((ev.H for ev in schedule.events if ev.kind == "start"), default=1)
   runner = RoundRunner(problem, h_max=h_max, local_batch=config.local_batch,
                        max_rounds=schedule.env.num_workers,
@@ -165,9 +165,9 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     title = f"{config.algorithm} ({problem.name}, {config.env})"
     summary["plots"] = metrics_lib.plot_validation(
         meta["metrics"], os.path.join(workdir, "val_loss"), title)
-    from halos_jax.schedule import analysis  # pylint: disable=g-import-not-at-top
+    from halos_jax.schedule import plots  # pylint: disable=g-import-not-at-top
     gantt = os.path.join(workdir, "gantt.png")
-    analysis.plot_gantt(schedule, gantt)
+    plots.gantt(schedule, gantt)
     summary["plots"].append(gantt)
   summary["process_wall_s"] = round(time.time() - wall_start, 3)
   metrics_lib.write_json(os.path.join(workdir, "summary.json"), summary)

@@ -13,11 +13,12 @@ is reported. Validation reads (the environment YAML, the MMIDIDX headers) but ne
 no folder is created and no file touched, so a rejected run leaves nothing behind.
 
 What is checked, beyond types and ranges of every field of `config_lib.base_config` and the
-algorithm's optimizer block (outer, ps, lps, gps):
+algorithm's optimizer blocks (its module's CONFIG_BLOCKS, e.g. outer, ps, lps, gps):
   global_batch     a multiple of local_batch (a global iteration is whole local steps)
   worker.t_max     > worker.t_warmup (the cosine needs a non-empty decay)
   <block>.c        in [0, 1 / <block>.N] (Delayed Nesterov's activation)
-  workers_per_lps  fits the regions (`schedule.make_plan`: an LPS's workers share one region)
+  workers_per_lps  fits the regions (the algorithm's `make_plan`: an LPS's workers share one
+                   region)
   env              loads (`schedule.load_environment`: preset, YAML file or mapping)
   data             `data.parse_data_config`; the MMIDIDX .idx/.bin pair opens; the embedded
                    corpus is installed; seq_len and vocabulary fit the model (problem 'lm')
@@ -40,19 +41,15 @@ from typing import Any
 
 import numpy as np
 
+from halos_jax import algorithms
 from halos_jax.data import corpus as corpus_lib
 from halos_jax.data import mmidx as mmidx_lib
 from halos_jax.data import stream as stream_lib
 from halos_jax.schedule import environment as env_lib
-from halos_jax.schedule import plan as plan_lib
 from halos_jax.schedule import settings as settings_lib
 
-ALGORITHMS = settings_lib.ALGORITHMS
 PROBLEMS = ("lm", "quadratic")
 NONFINITE_POLICIES = ("stop", "skip")  # config.nonfinite: stop with an error, or skip the update
-# The server-optimizer blocks each algorithm reads (configs/<algorithm>.py).
-ALGORITHM_BLOCKS = {"ddp": (), "diloco": ("outer",), "diloco_dynupd": ("outer",),
-                    "async_local_sgd": ("ps",), "halos": ("lps", "gps")}
 SEED_LIMIT = 2**32
 # Vocabulary of each tokeniser without building it (a trained BPE has bpe_vocab_size tokens).
 _TOKENIZER_VOCAB = {"byte": 256, "gpt2": 50_257}
@@ -114,10 +111,10 @@ _UNIT = _real(0.0, 1.0)  # [0, 1]
 _MOMENTUM = _real(0.0, 1.0, high_open=True)  # [0, 1)
 _INT0, _INT1 = _int(0), _int(1)
 
-# What the scheduler reads (halos_jax.schedule.ScheduleSettings.from_config); K and
-# workers_per_lps are required by 'halos' only, the rest of this table by none.
+# What the scheduler reads (halos_jax.schedule.ScheduleSettings.from_config); the optional ones
+# are required by the algorithms that name them in REQUIRED_SETTINGS (K, workers_per_lps).
 _SCHEDULER_REQUIRED = (
-    ("algorithm", _one_of(ALGORITHMS)),
+    ("algorithm", _one_of(algorithms.names())),
     ("H", _INT1),
     ("total_local_steps", _INT1),
     ("local_batch", _INT1),
@@ -157,11 +154,13 @@ _RUN = (
     ("replay.plots", _BOOL),
 )
 _QUADRATIC = (("quadratic.dim", _INT1), ("quadratic.worker_lr", _POSITIVE))
+# The fields of each kind of server-optimizer block (an algorithm module's CONFIG_BLOCKS maps
+# its blocks to these kinds).
 _BLOCK_FIELDS = {
-    "outer": (("lr", _POSITIVE), ("momentum", _MOMENTUM)),
-    "ps": (("eta", _POSITIVE), ("beta", _MOMENTUM), ("N", _INT1), ("c", _real(0.0, 1.0))),
+    "outer_nesterov": (("lr", _POSITIVE), ("momentum", _MOMENTUM)),
+    "delayed_nesterov": (("eta", _POSITIVE), ("beta", _MOMENTUM), ("N", _INT1),
+                         ("c", _real(0.0, 1.0))),
 }
-_BLOCK_FIELDS["lps"] = _BLOCK_FIELDS["gps"] = _BLOCK_FIELDS["ps"]
 _OPTIONAL = (("nonfinite", _one_of(NONFINITE_POLICIES)),)
 
 _MISSING, _ABSENT = object(), object()  # get(): no default given / has(): not there
@@ -255,9 +254,9 @@ def _check_scheduler(c: _Config, required_all: bool) -> env_lib.Environment:
   """The scheduler's fields, their consistency and the fit with the environment."""
   for path, rule in _SCHEDULER_REQUIRED:
     c.check(path, rule)
-  algorithm = c.get("algorithm")
+  algorithm = algorithms.get(c.get("algorithm"))
   for path, rule in _SCHEDULER_OPTIONAL:
-    needed = required_all or (algorithm == "halos" and path in ("K", "workers_per_lps"))
+    needed = required_all or path in algorithm.REQUIRED_SETTINGS
     if needed or c.has(path):
       c.check(path, rule)
   local, glob = c.get("local_batch"), c.get("global_batch")
@@ -266,24 +265,23 @@ def _check_scheduler(c: _Config, required_all: bool) -> env_lib.Environment:
                                 "is a whole number of local steps)")
   env = _check_environment(c, required_all)
   # The scheduler's own checks (a backstop here; message_bytes only needs to be some size), and
-  # for HALoS the LPS layout: workers_per_lps must cut the workers, numbered region by region,
-  # into groups that each sit in one region.
+  # the algorithm's server layout (e.g. HALoS: workers_per_lps must cut the workers, numbered
+  # region by region, into groups that each sit in one region).
   try:
     settings = settings_lib.ScheduleSettings.from_config(c.d, default_message_bytes=1)
-    if algorithm == "halos":
-      plan_lib.make_plan(env, settings)
+    algorithm.make_plan(env, settings)
   except settings_lib.InvalidSettings as e:
     raise ConfigError(f"config.{_one_line(e)}") from None
   return env
 
 
-def _check_block(c: _Config, block: str) -> None:
+def _check_block(c: _Config, block: str, kind: str) -> None:
   if not c.has(block):
     raise ConfigError(f"config.{block} is missing: algorithm {c.get('algorithm')!r} needs it "
-                      f"(fields {', '.join(k for k, _ in _BLOCK_FIELDS[block])})")
-  for key, rule in _BLOCK_FIELDS[block]:
+                      f"(fields {', '.join(k for k, _ in _BLOCK_FIELDS[kind])})")
+  for key, rule in _BLOCK_FIELDS[kind]:
     c.check(f"{block}.{key}", rule)
-  if block != "outer":
+  if kind == "delayed_nesterov":
     n, act = c.get(f"{block}.N"), c.get(f"{block}.c")
     if act > 1.0 / n:
       _fail(f"{block}.c", act, f"in [0, 1/N] = [0, {1.0 / n:g}] with config.{block}.N={n}")
@@ -337,10 +335,14 @@ def _check_devices(c: _Config) -> None:
 def validate_schedule_config(config: Any) -> env_lib.Environment:
   """Checks what the scheduler reads from `config` (a run config or a scheduler-only config).
 
-  Required: algorithm, H, total_local_steps, local_batch, global_batch, step_time_ms (and K,
-  workers_per_lps for 'halos'); rescale_local_steps, K, workers_per_lps, message_bytes are
-  checked when present (model.name when message_bytes is None: the size comes from the model);
-  env defaults to 'geo4' like `schedule.schedule_from_config`.
+  Required: algorithm, H, total_local_steps, local_batch, global_batch, step_time_ms (and the
+  algorithm's REQUIRED_SETTINGS, e.g. K and workers_per_lps for 'halos'); rescale_local_steps,
+  K, workers_per_lps, message_bytes are checked when present (model.name when message_bytes is
+  None: the size comes from the model); env defaults to 'geo4' like
+  `schedule.schedule_from_config`.
+  Every other field of a run config that is present (alpha, worker.*, the algorithm's optimizer
+  blocks, ...) gets the same check as in `validate_config`, so the scheduler and the trainer
+  accept and reject the same values.
 
   Returns:
     The loaded environment.
@@ -352,6 +354,12 @@ def validate_schedule_config(config: Any) -> env_lib.Environment:
   env = _check_scheduler(c, required_all=False)
   if c.get("message_bytes", None) is None:  # the size comes from the model then
     c.check("model.name", _model_rules()[0][1])
+  for path, rule in _RUN + _OPTIONAL:
+    if c.has(path):
+      c.check(path, rule)
+  for block, kind in algorithms.get(c.get("algorithm")).CONFIG_BLOCKS.items():
+    if c.has(block):
+      _check_block(c, block, kind)
   return env
 
 
@@ -368,14 +376,14 @@ def validate_config(config: Any, *, with_problem: bool = True) -> None:
   """
   c = _Config(config)
   _check_scheduler(c, required_all=True)
-  algorithm = c.get("algorithm")
+  algorithm = algorithms.get(c.get("algorithm"))
   for path, rule in _RUN:
     c.check(path, rule)
   t_warmup, t_max = c.get("worker.t_warmup"), c.get("worker.t_max")
   if t_max <= t_warmup:
     _fail("worker.t_max", t_max, f"> config.worker.t_warmup={t_warmup}")
-  for block in ALGORITHM_BLOCKS[algorithm]:
-    _check_block(c, block)
+  for block, kind in algorithm.CONFIG_BLOCKS.items():
+    _check_block(c, block, kind)
   for path, rule in _OPTIONAL:
     if c.has(path):
       c.check(path, rule)

@@ -1,7 +1,7 @@
 """The Megatron/GPT-NeoX "MMIDIDX" indexed dataset (`.idx` + `.bin`), read through numpy memmap.
 
 This is the format of the pre-tokenised, pre-shuffled Pile that Pythia (and the HALoS reference)
-trains on (HALOS.md section 4). A dataset is a pair of files sharing a prefix:
+trains on (docs/algorithms.md 4). A dataset is a pair of files sharing a prefix:
 
 `<prefix>.idx`, little-endian:
 
@@ -189,7 +189,7 @@ class IndexedDataset:
     gathering scattered 4 KiB sequences from a cold file is ~100x slower (measured: 148 ms vs
     0.9 ms for 64 random 2,049-token rows). No-op where madvise is unavailable.
     """
-    self.bin  # pylint: disable=pointless-statement  # map the file
+    _ = self.bin  # maps the file
     if self._bin_mmap is not None and hasattr(mmap, "MADV_RANDOM"):
       self._bin_mmap.madvise(mmap.MADV_RANDOM)
 

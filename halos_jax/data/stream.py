@@ -1,6 +1,6 @@
 """The sequence stream: fixed-length sequences, a held-out validation split, a seeded shuffle.
 
-Layout (HALOS.md section 4), the same for both sources:
+Layout (docs/algorithms.md 4), the same for both sources:
 
   tokens    one 1-D token stream. Shakespeare: the cleaned documents in file-name order, each
             followed by the tokeniser's end-of-text id (doc_1 EOT doc_2 EOT ... doc_n EOT, the
@@ -26,7 +26,7 @@ block() is a slice (Shakespeare: the shuffled training set is materialised as in
 a row gather from the memmapped .bin (MMIDIDX, never loaded whole).
 
 References:
-  HALOS.md section 4 (the reference's stream and validation split).
+  docs/algorithms.md 4 (the reference's stream and validation split).
   Black et al. 2022, "GPT-NeoX-20B" (arXiv 2204.06745): documents packed with end-of-text ids.
 """
 from __future__ import annotations

@@ -179,11 +179,11 @@ def causal_attention(q_BxTxHxK, k_BxTxHxK, v_BxTxHxK, dtype):
   return out_BxHxTxK.transpose(0, 2, 1, 3)
 
 
-# Which parameters take the workers' weight decay, decided by what a parameter is (HALOS.md
-# 2.1 and docs/optimizers.md, "Weight decay"): the weight matrices of the Linear layers
-# ('kernel') and the embedding tables ('embedding'). Biases and LayerNorm scales/biases never
-# decay. The stored rank cannot decide it: the stacked layers give every per-layer bias and
-# LayerNorm vector a leading layer axis, so they are stored with ndim 2.
+# Which parameters take the workers' weight decay, decided by what a parameter is
+# (docs/algorithms.md 2.1 and docs/optimizers.md, "Weight decay"): the weight matrices of the
+# Linear layers ('kernel') and the embedding tables ('embedding'). Biases and LayerNorm
+# scales/biases never decay. The stored rank cannot decide it: the stacked layers give every
+# per-layer bias and LayerNorm vector a leading layer axis, so they are stored with ndim 2.
 DECAYED_PARAM_NAMES = frozenset({"kernel", "embedding"})
 UNDECAYED_PARAM_NAMES = frozenset({"bias", "scale"})
 

@@ -11,6 +11,7 @@ from halos_jax.optim.halos import GPSState
 from halos_jax.optim.halos import LPSState
 from halos_jax.optim.halos import gps_apply
 from halos_jax.optim.halos import gps_init
+from halos_jax.optim.halos import lps_delta
 from halos_jax.optim.halos import lps_init
 from halos_jax.optim.halos import lps_merge
 from halos_jax.optim.halos import lps_receive
@@ -33,6 +34,7 @@ __all__ = [
     "diloco_outer",
     "gps_apply",
     "gps_init",
+    "lps_delta",
     "lps_init",
     "lps_merge",
     "lps_receive",

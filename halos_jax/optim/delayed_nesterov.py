@@ -119,7 +119,7 @@ def delayed_nesterov_from_base_lr(
     buffer_size: int,
     c: float = 0.0,
 ) -> optax.GradientTransformation:
-  """DN with lr = eta * N, the reference parameterisation (HALOS.md 2.2).
+  """DN with lr = eta * N, the reference parameterisation (docs/algorithms.md 2.2).
 
   Between momentum refreshes each update is then a plain SGD step of size eta.
 
@@ -138,7 +138,8 @@ def delayed_nesterov_from_base_lr(
   _checks.check_learning_rate("eta", eta)
   N = _checks.check_int("buffer_size", buffer_size, 1)
   if callable(eta):
-    lr = lambda count: eta(count) * N  # lr = eta * N
+    def lr(count):
+      return eta(count) * N  # lr = eta * N
   else:
     lr = eta * N  # lr = eta * N
   return delayed_nesterov(lr, beta, N, c)

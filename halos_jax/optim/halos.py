@@ -5,7 +5,8 @@ LPS, when a Delta reaches the GPS and when the global model reaches the LPS back
 only say what each server does with what it receives, and are jittable (pass `optimizer` and `K`
 as static values, e.g. through `functools.partial`).
 
-LPS l (HALOS.md 2.6), with model x_l, DN_l, version v_l, merge version vhat_l, merge model xhat_l:
+LPS l (docs/algorithms.md 2.6), with model x_l, DN_l, version v_l, merge version vhat_l, merge
+model xhat_l:
 
     on pseudo-gradient g:   x_l = DN_l(x_l, g); v_l += 1
                             if v_l == vhat_l + K: send Delta = xhat_l - x_l to the GPS
@@ -102,13 +103,19 @@ def lps_receive(
   # Send iff v_l == vhat_l + K (equality: at most one exchange in flight).
   send_due = version == state.merge_version + K
   # Delta = xhat_l - x_l
-  delta = jax.tree.map(
-      lambda xhat, x: jnp.asarray(xhat - x, jnp.result_type(x)), state.merge_params, params)
+  delta = lps_delta(state._replace(params=params))
   reported_steps = jnp.where(send_due, pending, 0)
   pending = jnp.where(send_due, 0, pending)
   new_state = state._replace(
       params=params, opt_state=opt_state, version=version, pending_steps=pending)
   return new_state, send_due, delta, reported_steps
+
+
+def lps_delta(state: LPSState):
+  """Delta = xhat_l - x_l: what the LPS has moved since its last merge (what it sends)."""
+  return jax.tree.map(
+      lambda xhat, x: jnp.asarray(xhat - x, jnp.result_type(x)), state.merge_params,
+      state.params)
 
 
 def lps_merge(state: LPSState, global_params, alpha) -> LPSState:

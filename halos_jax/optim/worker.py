@@ -2,9 +2,10 @@
 
 A worker round runs H local steps from its server's model. Step i = 1..H of a round whose
 schedule position is `lr_offset` uses the learning rate schedule(lr_offset + i), so the very first
-step of a run uses lr(1), not lr(0) (HALOS.md 2.1). The learning rate is therefore passed to every
-update as a keyword (`learning_rate=`), computed by the caller from `round_learning_rates`. The
-AdamW state persists across a worker's rounds; only the parameters are replaced by the snapshot.
+step of a run uses lr(1), not lr(0) (docs/algorithms.md 2.1). The learning rate is therefore passed
+to every update as a keyword (`learning_rate=`), computed by the caller from
+`round_learning_rates`. The AdamW state persists across a worker's rounds; only the parameters are
+replaced by the snapshot.
 
 References:
   Loshchilov & Hutter, "Decoupled Weight Decay Regularization", ICLR 2019 (arXiv 1711.05101).

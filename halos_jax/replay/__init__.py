@@ -3,4 +3,9 @@ from halos_jax.replay.engine import Replay, ReplayState
 from halos_jax.replay.problem import (Problem, language_model_problem, make_problem,
                                       params_sha256, quadratic_problem)
 from halos_jax.replay.rounds import RoundResult, RoundRunner, RoundSpec
-from halos_jax.replay.rules import ServerRules, register, rules_for
+from halos_jax.algorithms.base import ServerRules
+
+__all__ = [
+    "Problem", "Replay", "ReplayState", "RoundResult", "RoundRunner", "RoundSpec", "ServerRules",
+    "language_model_problem", "make_problem", "params_sha256", "quadratic_problem",
+]

@@ -64,7 +64,7 @@ def reason(e: BaseException, limit: int = 240) -> str:
   return text if len(text) <= limit else "..." + text[-limit:]
 
 
-def _ignore_closed_loop(unraisable, _previous=[]):  # pylint: disable=dangerous-default-value
+def _ignore_closed_loop(unraisable, _previous=[]):  # noqa: B006  # pylint: disable=dangerous-default-value
   """sys.unraisablehook: drops the 'Event loop is closed' callbacks orbax leaves behind after a
   failed read or write (tensorstore completions arriving after its event loop closed)."""
   exc = unraisable.exc_value

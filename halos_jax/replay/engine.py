@@ -35,7 +35,7 @@ import numpy as np
 
 from halos_jax.replay.problem import Problem
 from halos_jax.replay.rounds import RoundResult, RoundRunner, RoundSpec
-from halos_jax.replay.rules import ServerRules
+from halos_jax.algorithms.base import ServerRules
 
 IDLE, PENDING, COMPUTED = "idle", "pending", "computed"
 NONFINITE_POLICIES = ("stop", "skip")

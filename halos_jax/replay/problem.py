@@ -4,7 +4,7 @@ The replay never looks inside a problem. Any JAX model and loss can be plugged i
 `Problem`; two ship with halos_jax:
 
 - `language_model_problem`: the Pythia family on the embedded corpus or the Pile, workers with
-  AdamW + warmup/cosine (HALOS.md 2.1);
+  AdamW + warmup/cosine (docs/algorithms.md 2.1);
 - `quadratic_problem`: loss(x) = 0.5 * sum_i h_i (x_i - 1)^2, h = linspace(0.1, 1, dim), x0 = 0,
   workers with plain constant-lr SGD; the data blocks are ignored. Whole-run trajectories of this
   problem can be derived by hand (tests/replay/quadratic_test.py does it with a numpy loop).
@@ -45,7 +45,7 @@ class Problem(NamedTuple):
     loss: (params, batch) -> scalar mean loss of one local step's batch.
     worker_optimizer: the workers' inner optimizer; its update takes this step's
       learning rate as keyword `learning_rate` (see halos_jax.optim.worker_adamw).
-    learning_rate: optax schedule of the workers' step counter (HALOS.md 2.1).
+    learning_rate: optax schedule of the workers' step counter (docs/algorithms.md 2.1).
     data: the data source; block shapes are (n, *sequence_shape).
     tokens_per_sequence: tokens counted per sequence in reports (seq_len for an LM).
   """
@@ -113,7 +113,7 @@ def quadratic_problem(dim: int = 16, worker_lr: float = 0.1) -> Problem:
 
 
 def language_model_problem(config) -> Problem:
-  """Pythia-family LM on the configured data, AdamW workers (HALOS.md 2.1, 5)."""
+  """Pythia-family LM on the configured data, AdamW workers (docs/algorithms.md 2.1, 5)."""
   from halos_jax import data as data_lib  # pylint: disable=g-import-not-at-top
   from halos_jax import models  # pylint: disable=g-import-not-at-top
   from halos_jax import optim  # pylint: disable=g-import-not-at-top

@@ -28,6 +28,7 @@ axes consistency check, so the mesh program is built with `check_vma=False` (doc
 """
 from __future__ import annotations
 
+import functools
 from typing import Any, NamedTuple, Sequence
 
 import jax
@@ -38,6 +39,7 @@ from jax import lax
 from jax.sharding import Mesh, NamedSharding, PartitionSpec as P
 
 from halos_jax import distributed
+from halos_jax import optim
 from halos_jax.replay.problem import Problem
 
 Params = Any
@@ -73,7 +75,7 @@ def make_round_fn(problem: Problem, h_max: int):
   """Returns round(params0, opt_state, batches_HxBx..., lrs_H, h) -> (pseudo_grad, state, loss).
 
   Step i (0-based) runs when i < h: loss and gradient of batches[i], then the worker optimizer
-  with learning rate lrs[i]. The pseudo-gradient is params0 - params_after (HALOS.md 2).
+  with learning rate lrs[i]. The pseudo-gradient is params0 - params_after (docs/algorithms.md 2).
   """
   opt = problem.worker_optimizer
   value_and_grad = jax.value_and_grad(problem.loss)
@@ -171,7 +173,10 @@ class RoundRunner:
     self._batched = jax.jit(jax.shard_map(
         local_rounds, mesh=self.mesh, in_specs=P("workers"), out_specs=P("workers"),
         check_vma=False))
-    self._lrs = jax.jit(jax.vmap(problem.learning_rate))
+    # The round's learning rates, schedule(lr_offset + 1 ... lr_offset + h_max) (docs/
+    # algorithms.md 2.1: the first step uses lr_offset + 1); steps past H_w are not run.
+    self._lrs = jax.jit(functools.partial(
+        optim.round_learning_rates, problem.learning_rate, H=self.h_max))
     self.rounds_computed = 0
     self.batches_dispatched = 0
 
@@ -187,8 +192,7 @@ class RoundRunner:
           f"{block.shape[0]} sequences, expected H_w * local_batch = {spec.H} * {n}")
     batches = np.zeros((self.h_max, n) + block.shape[1:], block.dtype)
     batches[:spec.H] = block.reshape((spec.H, n) + block.shape[1:])
-    counters = spec.lr_offset + 1 + np.arange(self.h_max)  # HALOS.md 2.1: first step uses +1
-    return batches, np.asarray(self._lrs(counters), np.float32)
+    return batches, np.asarray(self._lrs(spec.lr_offset), np.float32)
 
   # -- execution -------------------------------------------------------------------------------
 

@@ -53,7 +53,7 @@ def data_blocks(round_H: np.ndarray, local_batch: int, global_batch: int, unifor
 
   Round r takes local_batch * H_r sequences right after round r - 1's block. Its LR offset is
   floor(data_start / global_batch), rounded down to a multiple of H in synchronous runs where
-  every worker has the same H (HALOS.md 2.1).
+  every worker has the same H (docs/algorithms.md 2.1).
   """
   sizes = round_H.astype(np.int64) * local_batch
   data_end = np.cumsum(sizes)

@@ -1,22 +1,11 @@
-"""build_schedule: one entry point, one builder module per algorithm."""
+"""build_schedule: the algorithm's module (halos_jax.algorithms) builds the whole schedule."""
 from __future__ import annotations
 
-import importlib
 from typing import Any
 
 from halos_jax.schedule.environment import Environment, load_environment
 from halos_jax.schedule.events import Schedule
 from halos_jax.schedule.settings import ScheduleSettings
-
-# algorithm -> module with `build(env, settings) -> Schedule`. A new algorithm is a new module
-# plus a line here (and its name in settings.ALGORITHMS).
-BUILDERS = {
-    "ddp": "halos_jax.schedule.ddp",
-    "diloco": "halos_jax.schedule.diloco",
-    "diloco_dynupd": "halos_jax.schedule.diloco",
-    "async_local_sgd": "halos_jax.schedule.async_local_sgd",
-    "halos": "halos_jax.schedule.halos",
-}
 
 
 def build_schedule(env: Environment, settings: ScheduleSettings) -> Schedule:
@@ -32,8 +21,7 @@ def build_schedule(env: Environment, settings: ScheduleSettings) -> Schedule:
   Raises:
     InvalidSettings: settings that do not fit the environment (e.g. an LPS across regions).
   """
-  module = importlib.import_module(BUILDERS[settings.algorithm])
-  return module.build(env, settings)
+  return settings.algorithm_module.build(env, settings)
 
 
 def schedule_from_config(config: Any, *, default_message_bytes: int | None = None) -> Schedule:

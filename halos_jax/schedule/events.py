@@ -38,9 +38,8 @@ from typing import NamedTuple
 
 import numpy as np
 
-KINDS = ("start", "arrive", "sync", "send", "gps_apply", "merge", "stop")
-START, ARRIVE, SYNC, SEND, GPS_APPLY, MERGE, STOP = range(len(KINDS))
-KIND_CODE = {k: i for i, k in enumerate(KINDS)}
+from halos_jax.schedule.kinds import (  # noqa: F401  (the kinds, re-exported with the format)
+    ARRIVE, GPS_APPLY, KIND_CODE, KINDS, MERGE, SEND, START, STOP, SYNC)
 
 JSONL_FORMAT = "halos_jax.schedule"
 JSONL_VERSION = 1
@@ -154,7 +153,7 @@ class Schedule:
       code into KINDS); sync rounds in `rounds_ptr` / `rounds_flat` (CSR).
     events: the Event sequence (lazy).
     num_servers, worker_server, server_region, lps_region: the servers (lps_region is () for
-      algorithms without LPS).
+      algorithms without LPS, i.e. without a GPS).
   """
 
   def __init__(self, settings, env, plan, columns: dict, rounds_ptr=None, rounds_flat=None):
@@ -190,7 +189,7 @@ class Schedule:
 
   @property
   def lps_region(self) -> tuple:
-    return self.plan.server_region if self.settings.algorithm == "halos" else ()
+    return self.plan.server_region if self.plan.hierarchical else ()
 
   def __len__(self) -> int:
     return len(self.events)

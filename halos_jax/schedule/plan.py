@@ -1,8 +1,12 @@
 """The static part of a schedule: who talks to whom, and how long each kind of thing takes.
 
 A `Plan` is a pure function of (environment, settings): the servers and their regions, each
-worker's server, H_w, and the durations of the timing model (HALOS.md section 3). The builders
-run their event loops on it; a Schedule keeps it for the analysis (Gantt, utilisation, bytes).
+worker's server, H_w, and the durations of the timing model (docs/algorithms.md 3).
+Each algorithm module builds its own (`make_plan(env, settings)`) from the two layouts
+here: `synchronous_plan` (one server, rounds end in a ring all-reduce) and `server_plan`
+(servers that workers talk to, optionally reporting to a GPS). Durations come from the network
+model (halos_jax.network). The builders run their event loops on the plan; a Schedule keeps it
+for the analysis (Gantt, utilisation, bytes).
 """
 from __future__ import annotations
 
@@ -10,31 +14,31 @@ from typing import NamedTuple
 
 import numpy as np
 
-from halos_jax.schedule import timing
+from halos_jax import network
+from halos_jax.network import ring as ring_lib
 from halos_jax.schedule.environment import Environment
-from halos_jax.schedule.settings import InvalidSettings, ScheduleSettings
+from halos_jax.schedule.settings import ScheduleSettings
 
-GPS_REGION = 0  # the PS of async_local_sgd and the GPS of halos live in region 0
-PS_REGION = 0
+PS_REGION = 0  # the server of single-server algorithms lives in region 0
 
 
 class Plan(NamedTuple):
   """Servers, per-worker round shape and durations (all times in ms).
 
   Attributes:
-    num_servers: 1 (the PS) or L (the LPS of halos; the GPS is not numbered).
+    num_servers: 1 (a single server) or L (the LPS of a hierarchy; the GPS is not numbered).
     worker_server: int64 [W], the server of each worker.
     server_region: region of each server (tuple of length num_servers).
     worker_H: int64 [W], H_w.
     compute_ms: float64 [W], compute of one round: step_time_ms * H_w / s_w.
-    transfer_ms: float64 [W], one server <-> worker transfer (async, halos): transfer over
-      bandwidth[server region, worker region]; 0 for synchronous algorithms.
-    round_ms: float64 [W], a round from start to arrival: 2 * transfer + compute (async,
-      halos); the synchronous round time (max compute + all-reduce) for ddp/diloco.
+    transfer_ms: float64 [W], one server <-> worker transfer (asynchronous algorithms):
+      transfer over the server region -> worker region link; 0 for synchronous algorithms.
+    round_ms: float64 [W], a round from start to arrival: 2 * transfer + compute
+      (asynchronous); the synchronous round time (max compute + all-reduce) otherwise.
     allreduce_ms: ring all-reduce time (synchronous algorithms), else 0.
     ring: the best ring (synchronous algorithms), else None.
-    up_ms: float64 [L], halos: Delta from LPS l to the GPS, transfer(LPS region -> 0).
-    down_ms: float64 [L], halos: global model from the GPS to LPS l, transfer(0 -> LPS region).
+    up_ms: float64 [L], hierarchies: Delta from LPS l to the GPS; empty otherwise.
+    down_ms: float64 [L], hierarchies: global model from the GPS to LPS l; empty otherwise.
     uniform_H: H if the LR offset is rounded down to a multiple of H (synchronous, one H for
       all workers), else 0.
   """
@@ -46,65 +50,77 @@ class Plan(NamedTuple):
   transfer_ms: np.ndarray
   round_ms: np.ndarray
   allreduce_ms: float
-  ring: timing.Ring | None
+  ring: ring_lib.Ring | None
   up_ms: np.ndarray
   down_ms: np.ndarray
   uniform_H: int
 
+  @property
+  def hierarchical(self) -> bool:
+    """True when the servers are LPS that exchange with a GPS (up_ms/down_ms are set)."""
+    return len(self.up_ms) > 0
 
-def _lps_layout(env: Environment, wpl: int) -> tuple[np.ndarray, tuple]:
-  """worker_server and LPS regions for LPS l = workers [l * wpl, (l + 1) * wpl)."""
+
+def compute_ms(step_time_ms: float, num_steps: int, speed: float) -> float:
+  """n local steps of a worker of relative speed s: step_time_ms * n / s."""
+  return step_time_ms * num_steps / speed
+
+
+def _compute(env: Environment, settings: ScheduleSettings) -> tuple[np.ndarray, np.ndarray]:
+  """H_w and the compute of one round of every worker: step_time_ms * H_w / s_w."""
+  h_w = settings.local_steps(env.worker_speed)
+  compute = np.array([compute_ms(settings.step_time_ms, int(h), float(v))
+                      for h, v in zip(h_w, env.worker_speed)], dtype=np.float64)
+  return h_w, compute
+
+
+def synchronous_plan(env: Environment, settings: ScheduleSettings,
+                     net: network.NetworkModel | None = None) -> Plan:
+  """One server; a round = the slowest worker's compute + a ring all-reduce (no overlap)."""
+  net = net or network.from_environment(env)
   w = env.num_workers
-  sizes = ", ".join(str(len(s)) for s in env.worker_speeds_raw)
-  if w % wpl:
-    raise InvalidSettings(
-        f"workers_per_lps={wpl} does not divide the {w} workers of the environment (regions "
-        f"have {sizes} workers); LPS l holds workers [l*{wpl}, (l+1)*{wpl})")
-  regions = []
-  for l in range(w // wpl):
-    group = env.worker_region[l * wpl:(l + 1) * wpl]
-    if np.any(group != group[0]):
-      raise InvalidSettings(
-          f"workers_per_lps={wpl}: LPS {l} would hold workers {l * wpl}..{(l + 1) * wpl - 1} "
-          f"from regions {sorted(set(group.tolist()))}; an LPS's workers must share one region "
-          f"(regions have {sizes} workers)")
-    regions.append(int(group[0]))
-  return np.arange(w, dtype=np.int64) // wpl, tuple(regions)
+  h_w, compute = _compute(env, settings)
+  ar = net.allreduce_ms(settings.message_bytes, w)
+  round_time = float(compute.max()) + ar
+  uniform = int(h_w[0]) if np.all(h_w == h_w[0]) else 0
+  empty = np.zeros(0, dtype=np.float64)
+  return Plan(1, np.zeros(w, dtype=np.int64), (PS_REGION,), h_w, compute,
+              np.zeros(w, dtype=np.float64), np.full(w, round_time), ar, net.ring, empty, empty,
+              uniform)
+
+
+def server_plan(env: Environment, settings: ScheduleSettings, worker_server: np.ndarray,
+                server_region: tuple, *, gps_region: int | None = None,
+                net: network.NetworkModel | None = None) -> Plan:
+  """Workers talk to their server: a round = 2 * transfer(server -> worker) + compute.
+
+  Args:
+    env: the environment.
+    settings: the schedule settings.
+    worker_server: int64 [W], each worker's server.
+    server_region: each server's region.
+    gps_region: for a hierarchy, the GPS's region (sets up_ms and down_ms); None: no GPS.
+    net: the network model (default: the environment's).
+  """
+  net = net or network.from_environment(env)
+  msg = settings.message_bytes
+  h_w, compute = _compute(env, settings)
+  # One server <-> worker transfer uses the server -> worker link (reference semantics: the
+  # round is 2 * transfer(server region, worker region) + compute).
+  xfer = np.array([net.transfer_ms(server_region[ws], r, msg)
+                   for ws, r in zip(worker_server, env.worker_region)], dtype=np.float64)
+  round_ms = 2 * xfer + compute
+  empty = np.zeros(0, dtype=np.float64)
+  if gps_region is None:
+    up = down = empty
+  else:
+    up = np.array([net.transfer_ms(r, gps_region, msg) for r in server_region])
+    down = np.array([net.transfer_ms(gps_region, r, msg) for r in server_region])
+  return Plan(len(server_region), worker_server, server_region, h_w, compute, xfer, round_ms,
+              0.0, None, up, down, 0)
 
 
 def make_plan(env: Environment, settings: ScheduleSettings) -> Plan:
-  """The Plan of (env, settings); raises InvalidSettings if they do not fit together."""
-  b = env.bandwidth_gbps
-  s = env.worker_speed
-  w = env.num_workers
-  msg = settings.message_bytes
-  h_w = settings.local_steps(s)
-  # compute_w = step_time_ms * H_w / s_w
-  compute = np.array([timing.compute_ms(settings.step_time_ms, int(h), float(v))
-                      for h, v in zip(h_w, s)], dtype=np.float64)
-  empty = np.zeros(0, dtype=np.float64)
-  if settings.synchronous:
-    ring = timing.best_ring(b)
-    ar = timing.allreduce_ms(msg, w, ring.bandwidth_gbps)
-    # Round time = slowest worker's compute + all-reduce (no overlap).
-    round_time = float(compute.max()) + ar
-    uniform = int(h_w[0]) if np.all(h_w == h_w[0]) else 0
-    return Plan(1, np.zeros(w, dtype=np.int64), (PS_REGION,), h_w, compute,
-                np.zeros(w, dtype=np.float64), np.full(w, round_time), ar, ring, empty, empty,
-                uniform)
-  if settings.algorithm == "halos":
-    worker_server, server_region = _lps_layout(env, settings.workers_per_lps)
-  else:  # async_local_sgd: one PS in region 0
-    worker_server, server_region = np.zeros(w, dtype=np.int64), (PS_REGION,)
-  # One server <-> worker transfer uses the server -> worker link (reference semantics: the
-  # round is 2 * transfer(server region, worker region) + compute).
-  xfer = np.array([timing.transfer_ms(msg, float(b[server_region[ws], r]))
-                   for ws, r in zip(worker_server, env.worker_region)], dtype=np.float64)
-  round_ms = 2 * xfer + compute
-  if settings.algorithm == "halos":
-    up = np.array([timing.transfer_ms(msg, float(b[r, GPS_REGION])) for r in server_region])
-    down = np.array([timing.transfer_ms(msg, float(b[GPS_REGION, r])) for r in server_region])
-  else:
-    up = down = empty
-  return Plan(len(server_region), worker_server, server_region, h_w, compute, xfer, round_ms,
-              0.0, None, up, down, 0)
+  """The Plan of (env, settings), from the algorithm's module; raises InvalidSettings if they
+  do not fit together."""
+  return settings.algorithm_module.make_plan(env, settings)

@@ -14,8 +14,7 @@ from typing import Any
 
 import numpy as np
 
-ALGORITHMS = ("ddp", "diloco", "diloco_dynupd", "async_local_sgd", "halos")
-SYNCHRONOUS = ("ddp", "diloco", "diloco_dynupd")
+from halos_jax import algorithms
 
 
 class InvalidSettings(ValueError):
@@ -35,17 +34,19 @@ class ScheduleSettings:
   """What the schedule depends on, besides the environment.
 
   Attributes:
-    algorithm: 'ddp' | 'diloco' | 'diloco_dynupd' | 'async_local_sgd' | 'halos'.
-    H: local steps per worker round (before DynUpd rescaling); ddp always uses 1.
+    algorithm: a module of halos_jax.algorithms (`algorithms.names()`), e.g. 'halos'.
+    H: local steps per worker round (before DynUpd rescaling); the algorithm may fix it
+      (`local_H`: ddp always uses 1).
     total_local_steps: run length, in local steps counted at the evaluated model's server.
     local_batch: sequences per local step.
     global_batch: sequences per global iteration (position in the LR schedule).
     step_time_ms: milliseconds of one local step at relative speed 1.
     message_bytes: bytes of every message (model, pseudo-gradient, Delta, gradient).
-    rescale_local_steps: DynUpd/DyLU, H_w = max(1, ceil(H * s_w)); forced on by
-      'diloco_dynupd', ignored by 'ddp'.
-    K: HALoS: LPS updates between two Deltas, counted from the last merge.
-    workers_per_lps: HALoS: LPS l holds workers [l * wpl, (l + 1) * wpl), all in one region.
+    rescale_local_steps: DynUpd/DyLU, H_w = max(1, ceil(H * s_w)); the algorithm may force
+      or ignore it (`rescale`).
+    K: LPS updates between two Deltas, counted from the last merge (hierarchical algorithms).
+    workers_per_lps: LPS l holds workers [l * wpl, (l + 1) * wpl), all in one region
+      (hierarchical algorithms).
   """
   algorithm: str
   H: int
@@ -59,9 +60,10 @@ class ScheduleSettings:
   workers_per_lps: int | None = None
 
   def __post_init__(self):
-    if self.algorithm not in ALGORITHMS:
-      raise InvalidSettings(
-          f"algorithm must be one of {', '.join(ALGORITHMS)}, got {self.algorithm!r}")
+    try:
+      algorithm = algorithms.get(self.algorithm)
+    except algorithms.UnknownAlgorithm as e:
+      raise InvalidSettings(str(e)) from None
     set_ = object.__setattr__
     set_(self, "H", _check_int("H", self.H))
     set_(self, "total_local_steps", _check_int("total_local_steps", self.total_local_steps))
@@ -77,10 +79,9 @@ class ScheduleSettings:
       raise InvalidSettings(
           f"rescale_local_steps must be True or False, got {self.rescale_local_steps!r}")
     set_(self, "rescale_local_steps", bool(self.rescale_local_steps))
-    if self.algorithm == "halos":
-      for key in ("K", "workers_per_lps"):
-        if getattr(self, key) is None:
-          raise InvalidSettings(f"{key} is required for algorithm 'halos'")
+    for key in algorithm.REQUIRED_SETTINGS:
+      if getattr(self, key) is None:
+        raise InvalidSettings(f"{key} is required for algorithm {self.algorithm!r}")
     for key in ("K", "workers_per_lps"):  # ignored by the other algorithms, but never garbage
       if getattr(self, key) is not None:
         set_(self, key, _check_int(key, getattr(self, key)))
@@ -88,23 +89,26 @@ class ScheduleSettings:
   # -- derived ---------------------------------------------------------------------------------
 
   @property
+  def algorithm_module(self):
+    """The module of `algorithm` in halos_jax.algorithms."""
+    return algorithms.get(self.algorithm)
+
+  @property
   def synchronous(self) -> bool:
-    return self.algorithm in SYNCHRONOUS
+    return self.algorithm_module.SYNCHRONOUS
 
   @property
   def effective_H(self) -> int:
-    """H as the builders use it (1 for ddp)."""
-    return 1 if self.algorithm == "ddp" else self.H
+    """H as the builders use it (the algorithm's `local_H`: 1 for ddp)."""
+    return self.algorithm_module.local_H(self)
 
   @property
   def effective_rescale(self) -> bool:
-    """Whether DynUpd rescaling applies (forced on by diloco_dynupd, off for ddp)."""
-    if self.algorithm == "ddp":
-      return False
-    return self.algorithm == "diloco_dynupd" or self.rescale_local_steps
+    """Whether DynUpd rescaling applies (the algorithm's `rescale`)."""
+    return self.algorithm_module.rescale(self)
 
   def local_steps(self, worker_speed) -> np.ndarray:
-    """H_w for every worker: H, or max(1, ceil(H * s_w)) with DynUpd (HALOS.md 2.1).
+    """H_w for every worker: H, or max(1, ceil(H * s_w)) with DynUpd (docs/algorithms.md 2.1).
 
     Args:
       worker_speed: float array [W] of normalised speeds s_w in (0, 1].

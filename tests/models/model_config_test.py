@@ -44,7 +44,7 @@ def test_param_count_shape_only_init(name):
 
 
 def test_named_shapes():
-  # HALOS.md 5: (layers, d, heads) = 14M (6,128,4), 70M (6,512,8), 160M (12,768,12),
+  # docs/algorithms.md 5: (layers, d, heads) = 14M (6,128,4), 70M (6,512,8), 160M (12,768,12),
   # 410M (24,1024,16); vocabulary 50,304; sequence 2048.
   want = {"pythia-14m": (6, 128, 4), "pythia-70m": (6, 512, 8), "pythia-160m": (12, 768, 12),
           "pythia-410m": (24, 1024, 16), "tiny": (2, 128, 4)}

@@ -66,7 +66,8 @@ def test_rotary_scores_depend_only_on_relative_position(m, n, shift, seed):
   # products moves by <= ~6e-5 |q_i||k_i| (< 6e-5 * 16 for N(0,1) draws): 5e-3 covers the sum.
   np.testing.assert_allclose(after, before, atol=5e-3, rtol=0)
   # The float64 reference says the same about the exact values.
-  ref = lambda p, x: _rope_numpy(x, p, R, 10000.0)[:R]
+  def ref(p, x):
+    return _rope_numpy(x, p, R, 10000.0)[:R]
   np.testing.assert_allclose(ref(m + shift, q_K) @ ref(n + shift, k_K),
                              ref(m, q_K) @ ref(n, k_K), atol=1e-9)
 

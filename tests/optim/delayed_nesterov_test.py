@@ -1,4 +1,4 @@
-"""Tests for halos_jax.optim.delayed_nesterov: the exact identities of HALOS.md 2.2.
+"""Tests for halos_jax.optim.delayed_nesterov: the exact identities of docs/algorithms.md 2.2.
 
 Property tests run eagerly (op by op), so two computations with the same float32 operations in
 the same order give bit-identical results; jit is covered in optim_transforms_test.py.
@@ -39,7 +39,7 @@ def run(opt, params, grads):
 
 
 def test_hand_worked_three_updates():
-  # lr 0.5, beta 0.9, N 2, c 0.25, g = 1 every time (by hand, HALOS.md 2.2):
+  # lr 0.5, beta 0.9, N 2, c 0.25, g = 1 every time (by hand, docs/algorithms.md 2.2):
   #  t=0 (inside block, m=0):  u = -0.5 * (0.25*0.9*0 + 1/2)              = -0.25
   #  t=1 (boundary): A = 2, m = 0.9*0 + 2/2 = 1, coef = 1 - 0.25*2 + 0.25 = 0.75
   #                            u = -0.5 * (0.75*0.9*1 + 1/2) = -0.5 * 1.175 = -0.5875

@@ -1,4 +1,4 @@
-"""Tests for halos_jax.optim.halos: the LPS/GPS state machines of HALOS.md 2.6.
+"""Tests for halos_jax.optim.halos: the LPS/GPS state machines of docs/algorithms.md 2.6.
 
 Most tests use an identity-like optimizer, DN with lr 1, beta 0, N 1 (u = -g exactly), and
 small-integer pseudo-gradients, so all server arithmetic is exact in float32 and compared with ==.
@@ -169,10 +169,10 @@ def test_merge_does_not_touch_dn_state_or_pending_steps(spec, n, alpha, seed):
        L=st.integers(1, 12), data=st.data(), seed=tl.seeds())
 def test_single_lps_alpha0_is_async_local_sgd_update_by_update(spec, lr, beta, N, c_frac, K, L,
                                                                data, seed):
-  # HALOS.md 2.6 reduction at the optimizer level: one LPS, alpha = 0, LPS optimizer = the Async
-  # PS optimizer. Merges with alpha = 0 leave x_l unchanged and do not touch the DN state, so
-  # the LPS model after every update equals DN applied directly. Exact: the same float32 ops,
-  # and the alpha = 0 blend is 1*x + 0*xG = x.
+  # docs/algorithms.md 2.6 reduction at the optimizer level: one LPS, alpha = 0, LPS optimizer =
+  # the Async PS optimizer. Merges with alpha = 0 leave x_l unchanged and do not touch the DN
+  # state, so the LPS model after every update equals DN applied directly. Exact: the same float32
+  # ops, and the alpha = 0 blend is 1*x + 0*xG = x.
   rng = np.random.default_rng(seed)
   dn = delayed_nesterov(lr, beta, N, c=c_frac / N)
   gps_opt = delayed_nesterov(0.5, 0.5, 2)  # arbitrary: its model only enters with weight 0

@@ -54,7 +54,8 @@ def test_outer_sgd_lr1_no_momentum_is_model_averaging(spec, W, seed):
 @given(spec=tl.tree_specs(), W=st.integers(1, 5), lr=st.floats(1e-3, 1.0), seed=tl.seeds())
 def test_diloco_h1_sgd_workers_outer_sgd1_is_minibatch_sgd(spec, W, lr, seed):
   # One local plain-SGD step per worker from x: x_w = x - lr*g_w, pseudo-gradient lr*g_w; outer
-  # SGD(1): x - mean_w(lr*g_w) = x - lr*mean_w(g_w), synchronous minibatch SGD (HALOS.md 2.6).
+  # SGD(1): x - mean_w(lr*g_w) = x - lr*mean_w(g_w), synchronous minibatch SGD (docs/algorithms.md
+  # 2.6).
   rng = np.random.default_rng(seed)
   x = tl.make_tree(spec, rng)
   grads = [tl.make_tree(spec, rng) for _ in range(W)]

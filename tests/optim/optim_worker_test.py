@@ -29,8 +29,9 @@ def test_schedule_key_values(args, after):
   max_lr, t_warmup, t_max, ratio = args
   s = warmup_cosine_schedule(max_lr, t_warmup, t_max, ratio)
   f32 = np.float32
-  # Exact by construction (HALOS.md 2.1): lr(0) = max*0 = 0; at t_warmup the cosine branch has
-  # cos(0) = 1 and gives max - (max - min)*0 = max; from t_max on the constant min branch.
+  # Exact by construction (docs/algorithms.md 2.1): lr(0) = max*0 = 0; at t_warmup the cosine
+  # branch has cos(0) = 1 and gives max - (max - min)*0 = max; from t_max on the constant min
+  # branch.
   assert float(s(0)) == 0.0
   assert s(t_warmup) == f32(max_lr)
   assert s(t_max) == f32(ratio * max_lr)

@@ -1,19 +1,18 @@
-"""All five algorithms end to end on a tiny language model; determinism across modes/processes."""
+"""Every algorithm module, found by discovery, end to end on a tiny language model and on the
+quadratic; determinism across modes and processes."""
 import json
-import os
 import subprocess
 import sys
 
 import numpy as np
 import pytest
 
+from halos_jax import algorithms
 from halos_jax import train
 from tiny_configs import ROOT, tiny_config
 
-ALGORITHMS = ["ddp", "diloco", "diloco_dynupd", "async_local_sgd", "halos"]
 
-
-@pytest.mark.parametrize("algorithm", ALGORITHMS)
+@pytest.mark.parametrize("algorithm", algorithms.names())
 def test_runs_end_to_end_and_learns(algorithm, tiny_env, tmp_path):
   config = tiny_config(algorithm, tiny_env)
   summary = train.train_and_evaluate(config, str(tmp_path))
@@ -28,6 +27,17 @@ def test_runs_end_to_end_and_learns(algorithm, tiny_env, tmp_path):
   for name in ("summary.json", "metrics.jsonl", "schedule.jsonl", "config.json"):
     assert (tmp_path / name).exists()
   assert (tmp_path / "final_model").is_dir()
+
+
+@pytest.mark.parametrize("algorithm", algorithms.names())
+def test_runs_end_to_end_on_the_quadratic(algorithm, tiny_env, tmp_path):
+  config = tiny_config(algorithm, tiny_env, problem="quadratic")
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  assert summary["local_steps"] >= config.total_local_steps
+  val = [json.loads(l) for l in open(tmp_path / "metrics.jsonl") if '"val"' in l]
+  # x0 = 0: loss 0.5 * sum_i h_i (0 - 1)^2 = 0.5 * sum(linspace(0.1, 1, 16)) = 0.5 * 8.8 = 4.4.
+  assert val[0]["val_loss"] == pytest.approx(4.4, rel=1e-6)
+  assert val[-1]["val_loss"] < 0.9 * val[0]["val_loss"]
 
 
 def test_parallel_equals_sequential(tiny_env, tmp_path):

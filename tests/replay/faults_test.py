@@ -90,7 +90,8 @@ def _final_x(workdir):
     return np.asarray(ck.restore(os.path.join(workdir, "final_model"))["x"], np.float64)
 
 
-# Independent numpy loops (HALOS.md 2.5, 2.6) that drop the updates of the poisoned rounds.
+# Independent numpy loops (docs/algorithms.md 2.5, 2.6) that drop the updates of the poisoned
+# rounds.
 
 
 def numpy_async_skipping(schedule, config, bad):
@@ -245,7 +246,7 @@ def test_stop_keeps_the_last_good_checkpoint(gradient, tiny_env, tmp_path):
   # computed; the stop happens there, before that event's checkpoint: the newest one is the
   # counting event before it.
   status = {}
-  for computed, e in enumerate(events):
+  for computed, e in enumerate(events):  # noqa: B007 (the index at the break is used below)
     if e.kind == "start":
       status[e.worker] = ("pending", e.round)
     elif e.kind == "arrive" and status[e.worker][0] == "pending":

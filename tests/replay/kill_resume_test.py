@@ -5,9 +5,9 @@ resume_test.py kills a language-model run once; here one chain of processes on t
 (a checkpoint after every server update) is killed again and again, at seeded random moments:
 every fourth kill lands anywhere in the first 2 s of the process's life (start-up, restore,
 compile, the first saves), the others a random fraction of a checkpoint interval after a new
-checkpoint appeared (so often mid-save). After each kill the newest checkpoint's bookkeeping must equal the
-uninterrupted run's at the same step; the chain's final params_sha256 and metrics must equal
-it. scripts/kill_resume_soak.sh runs a longer chain (HALOS_KILLS, HALOS_KILL_STEPS).
+checkpoint appeared (so often mid-save). After each kill the newest checkpoint's bookkeeping
+must equal the uninterrupted run's at the same step; the chain's final params_sha256 and metrics
+must equal it. scripts/kill_resume_soak.sh runs a longer chain (HALOS_KILLS, HALOS_KILL_STEPS).
 """
 import json
 import os

@@ -1,10 +1,10 @@
 """Whole HALoS / Async runs on the quadratic, re-derived by an independent numpy loop.
 
-The loop below reads only the schedule's events and HALOS.md's rules (section 2): plain SGD
-workers on loss(x) = 0.5 sum h_i (x_i - 1)^2, DN servers, LPS/GPS exchanges, the merge. It shares
-no code with halos_jax.optim or halos_jax.replay. It runs in float64; the replay in float32, so
-trajectories agree to float32 rounding accumulated over a few hundred updates (rtol 1e-4, atol
-1e-5 on parameters of order 1).
+The loop below reads only the schedule's events and the rules of docs/algorithms.md (section 2):
+plain SGD workers on loss(x) = 0.5 sum h_i (x_i - 1)^2, DN servers, LPS/GPS exchanges, the merge.
+It shares no code with halos_jax.optim or halos_jax.replay. It runs in float64; the replay in
+float32, so trajectories agree to float32 rounding accumulated over a few hundred updates (rtol
+1e-4, atol 1e-5 on parameters of order 1).
 """
 import numpy as np
 import pytest
@@ -15,7 +15,7 @@ from tiny_configs import tiny_config
 
 
 class NumpyDN:
-  """Delayed Nesterov, HALOS.md 2.2, written out on float64 vectors."""
+  """Delayed Nesterov, docs/algorithms.md 2.2, written out on float64 vectors."""
 
   def __init__(self, eta, beta, n, c, x):
     self.lr, self.beta, self.n, self.c = eta * n, beta, n, c

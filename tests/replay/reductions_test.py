@@ -1,4 +1,4 @@
-"""Simulator-level reductions of HALOS.md 2.6, through the whole replay."""
+"""Simulator-level reductions of docs/algorithms.md 2.6, through the whole replay."""
 import jax
 import jax.numpy as jnp
 import numpy as np

@@ -5,7 +5,7 @@ import json
 import numpy as np
 import pytest
 
-from halos_jax.schedule import analysis, build_schedule, load_environment
+from halos_jax.schedule import analysis, build_schedule, load_environment, plots
 
 B = 12_500_000_000
 
@@ -81,10 +81,10 @@ def test_summary_is_json_and_complete(tiny_env, tiny_settings):
 
 def test_pictures(tmp_path, tiny_env, tiny_settings):
   s = build_schedule(tiny_env, tiny_settings("halos", total_local_steps=10))
-  analysis.gantt(s, tmp_path / "g.png")
-  analysis.staleness_histogram(s, tmp_path / "h.png")
+  plots.gantt(s, tmp_path / "g.png")
+  plots.staleness_histogram(s, tmp_path / "h.png")
   geo = build_schedule(load_environment("geo4"), tiny_settings("diloco", total_local_steps=64))
-  analysis.gantt(geo, tmp_path / "d.png", t_max_ms=1e6)
+  plots.gantt(geo, tmp_path / "d.png", t_max_ms=1e6)
   for name in ("g.png", "h.png", "d.png"):
     data = (tmp_path / name).read_bytes()
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000

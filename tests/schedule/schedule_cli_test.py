@@ -118,3 +118,17 @@ def test_bad_input_is_one_error_line_and_no_output(workdir, extra, fragment):
   lines = r.stderr.strip().splitlines()
   assert len(lines) == 1 and lines[0].startswith("error: ") and fragment in lines[0], r.stderr
   assert list(out.iterdir()) == []
+
+
+@pytest.mark.parametrize("extra, fragment", [
+    (["--config.alpha=1.5"], "config.alpha=1.5: must be a number in [0, 1]"),
+    (["--config.lps.beta=1.0"], "config.lps.beta=1.0: must be a number in [0, 1)"),
+    (["--config.worker.max_lr=-1.0"], "config.worker.max_lr=-1.0: must be a finite number > 0"),
+])
+def test_the_scheduler_rejects_what_the_trainer_rejects(workdir, extra, fragment):
+  # Fields the schedule does not read are checked too, as experiments.train checks them.
+  r = _run("--config=configs/halos.py", *extra, f"--out={workdir / 'out' / 's.jsonl'}")
+  assert r.returncode == 2
+  lines = r.stderr.strip().splitlines()
+  assert len(lines) == 1 and lines[0] == "error: " + fragment, r.stderr
+  assert list((workdir / "out").iterdir()) == []

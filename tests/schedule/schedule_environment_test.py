@@ -99,7 +99,8 @@ def test_file_errors(tmp_path):
     load_environment(str(empty))
   bad_matrix = tmp_path / "m.yaml"
   bad_matrix.write_text("network_bandwidths: [[1.0, 2.0]]\nworker_speeds: [[1.0]]\n")
-  with pytest.raises(InvalidEnvironment, match="m.yaml': network_bandwidths row 0 must have 1 entries"):
+  with pytest.raises(InvalidEnvironment,
+                     match="m.yaml': network_bandwidths row 0 must have 1 entries"):
     load_environment(bad_matrix)
 
 

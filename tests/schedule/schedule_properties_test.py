@@ -1,8 +1,8 @@
 """Properties of every schedule, over random environments and settings (hypothesis).
 
-`check_schedule` replays the algorithm's rules on the events alone (HALOS.md 2.3-2.6) and checks
-that the schedule obeys them: data handed out exactly once, contiguously, in scheduling order;
-times never decrease; rounds start/arrive consistently with the timing model (exact float
+`check_schedule` replays the algorithm's rules on the events alone (docs/algorithms.md 2.3-2.6) and
+checks that the schedule obeys them: data handed out exactly once, contiguously, in scheduling
+order; times never decrease; rounds start/arrive consistently with the timing model (exact float
 equality: the builder and this check perform the same float additions); server versions, step
 counts, HALoS sends (K from the last merge, equality), at most one exchange in flight per LPS,
 and the stop rules.
@@ -25,7 +25,7 @@ ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 
 
 def check_schedule(s):
-  """Asserts the invariants of HALOS.md 2-3 on schedule s (any algorithm)."""
+  """Asserts the invariants of docs/algorithms.md 2-3 on schedule s (any algorithm)."""
   cfg, plan = s.settings, s.plan
   ev = list(s.events)
   assert [e.seq for e in ev] == list(range(len(ev)))

@@ -1,4 +1,4 @@
-"""The reference figures of HALOS.md section 3 (geo4, Pythia-70M messages, 98,304 local steps).
+"""The reference figures of docs/algorithms.md 3 (geo4, Pythia-70M messages, 98,304 local steps).
 
 The published times are given to 3 significant digits, so the comparison for time is agreement
 to the published precision (|ours - published| <= half a unit of its last digit); the relative

@@ -19,7 +19,6 @@ import yaml
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from halos_jax import train
 from halos_jax import validation
 from halos_jax.schedule import environment as env_lib
 
@@ -218,7 +217,7 @@ def test_fuzzed_malformed_configs_are_one_error_line_and_no_workdir(tmp_path):
   bases = {a: vt.tiny_config(a, env).to_dict() for a in vt.ALGORITHMS}
   for d in bases.values():  # the policy key another module adds: fuzzed as an optional field
     d.setdefault("nonfinite", "stop")
-  for a, d in bases.items():  # the unmodified bases are valid
+  for d in bases.values():  # the unmodified bases are valid
     validation.validate_run(ml_collections.ConfigDict(d), str(tmp_path / "wd"))
   workdir = str(tmp_path / "wd")
   kinds, fields = collections.Counter(), set()

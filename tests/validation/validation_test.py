@@ -98,7 +98,7 @@ def test_valid_boundaries_pass(env_path, path, value):
     ("worker.t_max", 2, "config.worker.t_max=2: must be > config.worker.t_warmup=2"),
     ("seed", 2**32, "config.seed=4294967296: must be an integer in [0, 4294967295]"),
     ("nonfinite", "ignore", "config.nonfinite='ignore': must be one of stop, skip"),
-    ("algorithm", "sgd", "config.algorithm='sgd': must be one of ddp, diloco,"),
+    ("algorithm", "sgd", "config.algorithm='sgd': must be one of async_local_sgd, ddp, diloco,"),
     ("workers_per_lps", 3, "config.workers_per_lps=3 does not divide the 4 workers"),
     ("workers_per_lps", 4, "config.workers_per_lps=4: LPS 0 would hold workers 0..3 from "
                            "regions [0, 1]"),

@@ -6,11 +6,12 @@ from unittest import mock
 
 import ml_collections
 
+from halos_jax import algorithms
 from halos_jax import train
 from halos_jax import validation
 
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
-ALGORITHMS = ("ddp", "diloco", "diloco_dynupd", "async_local_sgd", "halos")
+ALGORITHMS = algorithms.names()
 
 
 def _tiny_configs():

@@ -1,19 +1,15 @@
-"""DiLoCo and DiLoCo + DynUpd (HALOS.md 2.4): synchronous rounds, one outer step per round.
+"""Synchronous rounds (DDP, DiLoCo, DiLoCo + DynUpd): the event loop they share.
 
 Every round all W workers start from the server model at the same time, worker w runs H_w local
-steps (H, or max(1, ceil(H * s_w)) with DynUpd), and the round ends with a ring all-reduce:
-    round time = max_w step_time_ms * H_w / s_w + 2 (W - 1) / W * B * 8 / (b* 1e9) * 1e3
-where b* is the best ring's bottleneck bandwidth (timing.best_ring). The run stops after the
-sync at which the counted local steps reach total_local_steps.
+steps, and the round ends with a ring all-reduce:
+    round time = max_w step_time_ms * H_w / s_w + all-reduce time
+(docs/algorithms.md 3). The run stops after the sync at which the counted local
+steps reach total_local_steps.
 
 Events per round: W `start` (worker order), W `arrive` at the end of the all-reduce, one
 `sync` averaging those W rounds; then `stop`. The builder is an event loop like the others,
 but its queue never holds more than the current round's end, and the W-fold repetitive part of
 the events is laid out vectorised.
-
-References:
-  Douillard et al., "DiLoCo: Distributed Low-Communication Training of Language Models", 2023
-  (arXiv 2311.08105). Liu et al., 2024 (arXiv 2401.09135) for DynUpd.
 """
 from __future__ import annotations
 
@@ -25,13 +21,18 @@ import numpy as np
 from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
 from halos_jax.schedule.environment import Environment
-from halos_jax.schedule.plan import make_plan
+from halos_jax.schedule.plan import Plan
 from halos_jax.schedule.settings import ScheduleSettings
 
 
-def build_synchronous(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
-  """Rounds of (W starts, W arrivals, one sync) until total_local_steps are counted."""
-  plan = make_plan(env, settings)
+def build(env: Environment, settings: ScheduleSettings, plan: Plan) -> ev.Schedule:
+  """Rounds of (W starts, W arrivals, one sync) until total_local_steps are counted.
+
+  Args:
+    env: the environment.
+    settings: the schedule settings.
+    plan: the algorithm's plan (`plan.synchronous_plan`).
+  """
   w_count = env.num_workers
   round_time = float(plan.round_ms[0])
   steps_per_round = int(plan.worker_H.sum())
@@ -92,8 +93,3 @@ def build_synchronous(env: Environment, settings: ScheduleSettings) -> ev.Schedu
   rounds_ptr = np.cumsum(counts)
   rounds_flat = np.arange(num_rounds * w_count, dtype=np.int32)
   return ev.Schedule(settings, env, plan, _assemble.finish(cols), rounds_ptr, rounds_flat)
-
-
-def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
-  """DiLoCo (H for every worker) or, with DynUpd (diloco_dynupd or rescale_local_steps), H_w."""
-  return build_synchronous(env, settings)

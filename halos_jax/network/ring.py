@@ -1,20 +1,14 @@
-"""The timing model (HALOS.md section 3, reference semantics) and the best-ring search.
+"""The best ring of regions for the ring all-reduce: a bottleneck travelling-salesman cycle.
 
-All times are float64 milliseconds of virtual time. Reference semantics: bandwidth only (no
-latency term), no sharing of a link between concurrent transfers, server updates take no time,
-compute and communication do not overlap. The expressions are written in the same order of
-floating-point operations as the reference simulator, so the numbers agree to the last bit.
-
-Best ring (all-reduce of ddp/diloco): the ring visits the regions in a cyclic order; the hop
-from region i to the next region j uses the link i -> j (row i, column j of the bandwidth
-matrix: the direction the ring traverses). Its bandwidth is the minimum over its R hops, and b*
-is the maximum of that over all cyclic orders, in both orientations (for an asymmetric matrix
-the two orientations of one cyclic order differ). That is a bottleneck travelling-salesman
-cycle; `best_ring` solves it without enumerating the R! orders (see its docstring).
+The ring visits the regions in a cyclic order; the hop from region i to the next region j uses
+the link i -> j (row i, column j of the bandwidth matrix: the direction the ring traverses). Its
+bandwidth is the minimum over its R hops, and b* is the maximum of that over all cyclic orders,
+in both orientations (for an asymmetric matrix the two orientations of one cyclic order differ).
+`best_ring` finds it without enumerating the R! orders (see its docstring and docs/algorithms.md
+section 3).
 """
 from __future__ import annotations
 
-import itertools
 import random
 import sys
 from typing import NamedTuple
@@ -26,33 +20,6 @@ DP_MAX_REGIONS = 16
 # Above DP_MAX_REGIONS: random cycle covers tried for patching, then the pruned DFS's node budget.
 PATCH_TRIES = 20
 DFS_NODE_BUDGET = 10_000
-
-
-def transfer_ms(message_bytes: float, bandwidth_gbps: float) -> float:
-  """One message over one link: B * 8 / (b * 1e9) * 1e3 ms (no latency term)."""
-  return message_bytes * 8 / (bandwidth_gbps * 1e9) * 1e3
-
-
-def compute_ms(step_time_ms: float, num_steps: int, speed: float) -> float:
-  """n local steps of a worker of relative speed s: step_time_ms * n / s."""
-  return step_time_ms * num_steps / speed
-
-
-def allreduce_ms(message_bytes: float, num_workers: int, bandwidth_gbps: float) -> float:
-  """Ring all-reduce of B bytes over n workers: 2 (n - 1) / n * B * 8 / (b * 1e9) * 1e3 ms.
-
-  Zero for one worker (nothing to exchange).
-  """
-  n = num_workers
-  if n == 1:
-    return 0.0
-  # Same operation order as the reference: (2 (n - 1) (B * 8 / n)) / (b * 1e9) * 1e3.
-  return (2 * (n - 1) * (message_bytes * 8 / n)) / (bandwidth_gbps * 1e9) * 1e3
-
-
-# ------------------------------------------------------------------------------------------------
-# Best ring: a bottleneck travelling-salesman cycle
-# ------------------------------------------------------------------------------------------------
 
 
 class Ring(NamedTuple):
@@ -78,13 +45,6 @@ def ring_bandwidth(bandwidth_gbps: np.ndarray, order) -> float:
   if r == 1:
     return float(b[order[0], order[0]])
   return float(min(b[order[k], order[(k + 1) % r]] for k in range(r)))
-
-
-def best_ring_brute_force(bandwidth_gbps: np.ndarray) -> float:
-  """max over all R! orders of the ring bottleneck (for tests; R <= 9)."""
-  b = np.asarray(bandwidth_gbps)
-  r = b.shape[0]
-  return max(ring_bandwidth(b, p) for p in itertools.permutations(range(r)))
 
 
 def _adjacency(b: np.ndarray, tau: float) -> tuple[list[int], list[int]]:
@@ -355,7 +315,7 @@ def _ham_cycle(b: np.ndarray, tau: float, method: str) -> tuple[list[int] | None
 
 
 def best_ring(bandwidth_gbps: np.ndarray, method: str | None = None) -> Ring:
-  """The ring of regions with the largest bottleneck bandwidth (HALOS.md section 3).
+  """The ring of regions with the largest bottleneck bandwidth (docs/algorithms.md 3).
 
   Method (a bottleneck travelling-salesman cycle, never R! enumeration):
     1. The candidate answers are the distinct off-diagonal bandwidths tau. The digraph G(tau)

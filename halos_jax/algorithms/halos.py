@@ -1,4 +1,4 @@
-"""HALoS (HALOS.md 2.6): local parameter servers per region, one global server in region 0.
+"""HALoS (docs/algorithms.md 2.6): an LPS per group of workers of one region, the GPS in region 0.
 
 LPS l holds workers [l * wpl, (l + 1) * wpl) of one region and keeps a version v_l and the
 version at its last merge vhat_l. Timing (reference semantics):
@@ -28,11 +28,56 @@ from array import array
 
 import numpy as np
 
+from halos_jax.algorithms import base
 from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
+from halos_jax.schedule import plan as plan_lib
 from halos_jax.schedule.environment import Environment
-from halos_jax.schedule.plan import make_plan
-from halos_jax.schedule.settings import ScheduleSettings
+from halos_jax.schedule.settings import InvalidSettings, ScheduleSettings
+
+SYNCHRONOUS = False
+REQUIRED_SETTINGS = ("K", "workers_per_lps")
+CONFIG_BLOCKS = {"lps": "delayed_nesterov", "gps": "delayed_nesterov"}  # configs/halos.py
+EVALUATED_MODEL = "the GPS's global model"
+LABELS = {"server_updates": "GPS updates", "server": "LPS"}
+PAPER_SPEEDUP = None  # the algorithm the paper's speed-ups are claimed for
+COMPARISON_REFERENCE = True
+GPS_REGION = 0  # the GPS lives in region 0
+
+
+def local_H(settings: ScheduleSettings) -> int:
+  return settings.H
+
+
+def rescale(settings: ScheduleSettings) -> bool:
+  return settings.rescale_local_steps
+
+
+def _lps_layout(env: Environment, wpl: int) -> tuple[np.ndarray, tuple]:
+  """worker_server and LPS regions for LPS l = workers [l * wpl, (l + 1) * wpl)."""
+  w = env.num_workers
+  sizes = ", ".join(str(len(s)) for s in env.worker_speeds_raw)
+  if w % wpl:
+    raise InvalidSettings(
+        f"workers_per_lps={wpl} does not divide the {w} workers of the environment (regions "
+        f"have {sizes} workers); LPS l holds workers [l*{wpl}, (l+1)*{wpl})")
+  regions = []
+  for l in range(w // wpl):
+    group = env.worker_region[l * wpl:(l + 1) * wpl]
+    if np.any(group != group[0]):
+      raise InvalidSettings(
+          f"workers_per_lps={wpl}: LPS {l} would hold workers {l * wpl}..{(l + 1) * wpl - 1} "
+          f"from regions {sorted(set(group.tolist()))}; an LPS's workers must share one region "
+          f"(regions have {sizes} workers)")
+    regions.append(int(group[0]))
+  return np.arange(w, dtype=np.int64) // wpl, tuple(regions)
+
+
+def make_plan(env: Environment, settings: ScheduleSettings) -> plan_lib.Plan:
+  """LPS l serves workers [l * wpl, (l + 1) * wpl) of one region; the GPS is in region 0."""
+  worker_server, server_region = _lps_layout(env, settings.workers_per_lps)
+  return plan_lib.server_plan(env, settings, worker_server, server_region,
+                              gps_region=GPS_REGION)
 
 
 ARRIVE_SEND = 7  # a processed arrival that also triggered a send (loop-internal code)
@@ -166,3 +211,100 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   cols["version"][-1] = gps_version
   cols["counted_steps"][-1] = counted
   return ev.Schedule(settings, env, plan, _assemble.finish(cols))
+
+
+# ------------------------------------------------------------------------------------------------
+# Server rules
+# ------------------------------------------------------------------------------------------------
+
+
+class HALoSRules(base.ServerRules):
+  """An LPS per group of workers, the GPS in region 0 (halos_jax.optim.halos)."""
+
+  def __init__(self, config, problem, num_workers, num_servers):
+    super().__init__(config, problem, num_workers, num_servers)
+    import jax  # pylint: disable=g-import-not-at-top
+    from halos_jax import optim  # pylint: disable=g-import-not-at-top
+    self.lps_opt = optim.delayed_nesterov_from_base_lr(
+        config.lps.eta, config.lps.beta, config.lps.N, c=config.lps.c)
+    self.gps_opt = optim.delayed_nesterov_from_base_lr(
+        config.gps.eta, config.gps.beta, config.gps.N, c=config.gps.c)
+    self._lps_init, self._gps_init = optim.lps_init, optim.gps_init
+    K, alpha = int(config.K), float(config.alpha)  # pylint: disable=invalid-name
+
+    @jax.jit
+    def receive(lps, g, steps):
+      return optim.lps_receive(lps, g, steps, optimizer=self.lps_opt, K=K)[0]
+
+    @jax.jit
+    def gps_apply(gps, delta, steps):
+      return optim.gps_apply(gps, delta, steps, optimizer=self.gps_opt)
+
+    @jax.jit
+    def merge(lps, global_params):
+      return optim.lps_merge(lps, global_params, alpha)
+
+    delta = jax.jit(optim.lps_delta)
+    self._receive, self._gps_apply, self._merge, self._delta = receive, gps_apply, merge, delta
+
+  def init(self, x0):
+    return {
+        "lps": [self._lps_init(x0, self.lps_opt) for _ in range(self.num_servers)],
+        "gps": self._gps_init(x0, self.gps_opt),
+        # One exchange in flight per LPS at most (equality trigger): its Delta, then the
+        # global model travelling back.
+        "outbox": [x0 for _ in range(self.num_servers)],
+    }
+
+  def model(self, servers, server):
+    return servers["lps"][server].params
+
+  def evaluated(self, servers):
+    return servers["gps"].params
+
+  def _set(self, servers, key, index, value):
+    items = list(servers[key])
+    items[index] = value
+    return {**servers, key: items}
+
+  def on_arrive(self, servers, ev, result):  # pylint: disable=redefined-outer-name
+    lps = self._receive(servers["lps"][ev.server], result.delta, np.int32(ev.H))
+    return self._set(servers, "lps", ev.server, lps)
+
+  def skipped(self, before, after, ev):  # pylint: disable=redefined-outer-name
+    # The LPS keeps its model and optimizer state; its version and pending steps follow the
+    # schedule (the send after K arrivals, the local steps reported to the GPS).
+    new = after["lps"][ev.server]
+    lps = before["lps"][ev.server]._replace(version=new.version, pending_steps=new.pending_steps)
+    return self._set(before, "lps", ev.server, lps)
+
+  def on_send(self, servers, ev):  # pylint: disable=redefined-outer-name
+    return self._set(servers, "outbox", ev.server, self._delta(servers["lps"][ev.server]))
+
+  def on_gps_apply(self, servers, ev):  # pylint: disable=redefined-outer-name
+    gps = self._gps_apply(servers["gps"], servers["outbox"][ev.server], np.int32(ev.steps))
+    servers = {**servers, "gps": gps}
+    return self._set(servers, "outbox", ev.server, gps.params)  # a copy leaves for the LPS
+
+  def on_merge(self, servers, ev):  # pylint: disable=redefined-outer-name
+    lps = self._merge(servers["lps"][ev.server], servers["outbox"][ev.server])
+    return self._set(servers, "lps", ev.server, lps)
+
+  def check(self, servers, ev):  # pylint: disable=redefined-outer-name
+    """Cross-checks the LPS/GPS counters of the numerics with the schedule at each exchange."""
+    if ev.kind == "send":
+      lps = servers["lps"][ev.server]
+      got = (int(lps.version), int(lps.merge_version))
+      if got != (ev.version, ev.base_version):
+        raise AssertionError(f"LPS {ev.server} at send: (v, vhat) = {got}, schedule says "
+                             f"{(ev.version, ev.base_version)}")
+    elif ev.kind == "gps_apply":
+      gps = servers["gps"]
+      if int(gps.version) != ev.version or int(gps.steps) != ev.counted_steps:
+        raise AssertionError(
+            f"GPS after apply: version {int(gps.version)}, steps {int(gps.steps)}; schedule "
+            f"says {ev.version}, {ev.counted_steps}")
+
+
+def server_rules(config, problem, num_workers: int, num_servers: int) -> base.ServerRules:
+  return HALoSRules(config, problem, num_workers, num_servers)

@@ -1,0 +1,72 @@
+"""What every algorithm module's server rules share: the `ServerRules` interface.
+
+Server rules are what an algorithm's servers do at each schedule event; the numerics live in
+`halos_jax.optim`, the rules only wire them to events. The replay engine calls `on_<event
+kind>` for every server-side event and never branches on the algorithm.
+
+Server state is a pytree of FIXED structure (slots, not dicts that grow), so a checkpoint can be
+restored onto a template built from the initial parameters.
+
+This module imports no JAX (the scheduler imports the algorithm modules); the rules' JAX pieces
+come from `halos_jax.replay.server_ops`, imported when rules are built.
+"""
+from __future__ import annotations
+
+from typing import Any
+
+Params = Any
+Servers = dict
+
+
+class ServerRules:
+  """Base class. Subclasses implement the events their schedules contain."""
+  gradient_rounds = False  # True: worker rounds return gradients (ddp)
+
+  def __init__(self, config, problem, num_workers: int, num_servers: int):
+    self.config = config
+    self.problem = problem
+    self.num_workers = num_workers
+    self.num_servers = num_servers
+
+  def init(self, x0: Params) -> Servers:
+    raise NotImplementedError
+
+  def model(self, servers: Servers, server: int) -> Params:
+    """The model a worker of `server` starts from (a `start` event's snapshot)."""
+    raise NotImplementedError
+
+  def evaluated(self, servers: Servers) -> Params:
+    """The model that validation and `params_sha256` report."""
+    raise NotImplementedError
+
+  def check(self, servers: Servers, ev) -> None:
+    """Optional check of the numerics against the schedule after `ev` (may sync the host)."""
+
+  def skipped(self, before: Servers, after: Servers, ev) -> Servers:
+    """The servers after `ev` (an arrive or sync) when its update is skipped because a round
+    result is not finite (config `nonfinite='skip'`); `after` is the updated state.
+
+    By default the servers stay as they were. Rules whose schedule bookkeeping counts every
+    arrival keep those counters from `after` (HALoS).
+    """
+    del after, ev
+    return before
+
+
+class SingleServer(ServerRules):
+  """One server holding `params` (and its optimizer state `opt`): the model every worker
+  starts from and the evaluated model."""
+
+  def model(self, servers, server):
+    return servers["params"]
+
+  def evaluated(self, servers):
+    return servers["params"]
+
+
+class Synchronous(SingleServer):
+  """Rounds end with a `sync`: the server averages its workers' results (docs/algorithms.md
+  2.3, 2.4)."""
+
+  def on_arrive(self, servers, ev, result):
+    return servers  # the update happens at the round's sync

@@ -1,0 +1,85 @@
+"""The network model: how long a message between two regions takes, and a ring all-reduce.
+
+Plans and schedule builders ask only this interface; `from_environment` picks the model an
+environment describes. `BandwidthOnly` is the reference model of the paper's simulator
+(docs/algorithms.md 3): a transfer costs bytes / bandwidth of its directed link,
+with no latency, no sharing of a link between concurrent transfers and no variability; the
+ring all-reduce runs over the best ring of regions. Latency, link sharing, jitter and failures
+are further implementations of the same interface.
+
+All times are float64 milliseconds of virtual time. Plain Python + numpy.
+"""
+from __future__ import annotations
+
+import abc
+import functools
+
+import numpy as np
+
+from halos_jax.network import ring as ring_lib
+
+
+def transfer_ms(message_bytes: float, bandwidth_gbps: float) -> float:
+  """One message over one link: B * 8 / (b * 1e9) * 1e3 ms (no latency term)."""
+  return message_bytes * 8 / (bandwidth_gbps * 1e9) * 1e3
+
+
+def allreduce_ms(message_bytes: float, num_workers: int, bandwidth_gbps: float) -> float:
+  """Ring all-reduce of B bytes over n workers: 2 (n - 1) / n * B * 8 / (b * 1e9) * 1e3 ms.
+
+  Zero for one worker (nothing to exchange).
+  """
+  n = num_workers
+  if n == 1:
+    return 0.0
+  # Same operation order as the reference: (2 (n - 1) (B * 8 / n)) / (b * 1e9) * 1e3.
+  return (2 * (n - 1) * (message_bytes * 8 / n)) / (bandwidth_gbps * 1e9) * 1e3
+
+
+class NetworkModel(abc.ABC):
+  """Times of the messages of a schedule between regions 0 .. num_regions - 1."""
+
+  num_regions: int
+
+  @abc.abstractmethod
+  def transfer_ms(self, src: int, dst: int, message_bytes: float) -> float:
+    """Milliseconds for `message_bytes` from region `src` to region `dst` (src == dst: inside
+    one region)."""
+
+  @property
+  @abc.abstractmethod
+  def ring(self) -> ring_lib.Ring:
+    """The ring of regions the all-reduce runs over."""
+
+  @abc.abstractmethod
+  def allreduce_ms(self, message_bytes: float, num_workers: int) -> float:
+    """Milliseconds of a ring all-reduce of `message_bytes` over `num_workers` workers laid
+    out region by region along `ring`."""
+
+
+class BandwidthOnly(NetworkModel):
+  """The reference model: bytes / bandwidth of the directed link, nothing else.
+
+  Args:
+    bandwidth_gbps: R x R matrix, row = from region, column = to region (the diagonal is the
+      link inside a region).
+  """
+
+  def __init__(self, bandwidth_gbps):
+    self.bandwidth_gbps = np.asarray(bandwidth_gbps, dtype=np.float64)
+    self.num_regions = int(self.bandwidth_gbps.shape[0])
+
+  def transfer_ms(self, src: int, dst: int, message_bytes: float) -> float:
+    return transfer_ms(message_bytes, float(self.bandwidth_gbps[src, dst]))
+
+  @functools.cached_property
+  def ring(self) -> ring_lib.Ring:
+    return ring_lib.best_ring(self.bandwidth_gbps)
+
+  def allreduce_ms(self, message_bytes: float, num_workers: int) -> float:
+    return allreduce_ms(message_bytes, num_workers, self.ring.bandwidth_gbps)
+
+
+def from_environment(env) -> NetworkModel:
+  """The network model of an Environment (today always the reference `BandwidthOnly`)."""
+  return BandwidthOnly(env.bandwidth_gbps)

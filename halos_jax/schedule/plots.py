@@ -1,0 +1,159 @@
+"""What a schedule looks like, in pictures: the Gantt chart and the staleness histogram.
+
+The numbers behind them are in analysis.py; matplotlib (Agg backend) is imported on the first
+call, and PNGs are written atomically (temporary sibling, then rename).
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+
+from halos_jax.schedule import events as ev
+from halos_jax.schedule.analysis import gps_staleness, server_staleness, worker_intervals
+
+
+def _pyplot():
+  import matplotlib  # pylint: disable=g-import-not-at-top
+  matplotlib.use("Agg")
+  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
+  return plt
+
+
+def _time_unit(t_ms: float) -> tuple[str, float]:
+  if t_ms < 120e3:
+    return "s", 1e3
+  if t_ms < 3 * 3.6e6:
+    return "min", 60e3
+  return "h", 3.6e6
+
+
+def _save(fig, path) -> None:
+  """savefig to a temporary sibling, then rename (no partial PNG on failure)."""
+  path = Path(path)
+  tmp = ev.temporary_sibling(path)
+  try:
+    fig.savefig(tmp, format="png", dpi=110)
+    os.replace(tmp, path)
+  finally:
+    if tmp.exists():
+      tmp.unlink()
+
+
+def gantt(schedule, path, t_max_ms: float | None = None) -> None:
+  """Gantt chart PNG: per worker compute / communication / idle; per server its exchanges.
+
+  Args:
+    schedule: the Schedule.
+    path: output PNG (written atomically).
+    t_max_ms: show [0, t_max_ms] only (default: the whole run).
+  """
+  plt = _pyplot()
+  s, env, plan = schedule.settings, schedule.env, schedule.plan
+  c = schedule.columns
+  t_end = schedule.summary_basic()["simulated_time_ms"]
+  t_max = min(t_end, t_max_ms) if t_max_ms else t_end
+  unit, scale = _time_unit(t_max)
+  iv = worker_intervals(schedule)
+  w_count = env.num_workers
+  server = s.algorithm_module.LABELS["server"]
+  if plan.hierarchical:
+    server_rows = ["GPS"] + [f"{server} {l} (r{r})" for l, r in enumerate(plan.server_region)]
+  else:
+    server_rows = ["all-reduce" if s.synchronous else f"{server} (r{plan.server_region[0]})"]
+  labels = [f"w{w} r{env.worker_region[w]} s={env.worker_speed[w]:.2f} H={plan.worker_H[w]}"
+            for w in range(w_count)] + server_rows
+  n_rows = len(labels)
+  fig, ax = plt.subplots(figsize=(13, 0.32 * n_rows + 1.6))
+  colors = {"compute": "#2b6cb0", "communication": "#ed8936", "idle": "#d5dbe3",
+            "up": "#c53030", "down": "#38a169", "tick": "#1a202c"}
+
+  min_width = t_max / 1500  # about one pixel: server exchanges stay visible when short
+
+  def bars(row, starts, ends, color, height=0.8, visible=False):
+    keep = starts < t_max
+    ends = np.minimum(ends[keep], t_max)
+    starts = starts[keep]
+    widths = np.maximum(ends - starts, min_width) if visible else ends - starts
+    spans = list(zip((starts / scale).tolist(), (widths / scale).tolist()))
+    if spans:
+      ax.broken_barh(spans, (row - height / 2, height), facecolors=color, linewidth=0)
+
+  for w in range(w_count):
+    row = n_rows - 1 - w
+    ax.broken_barh([(0, t_max / scale)], (row - 0.4, 0.8), facecolors=colors["idle"])
+    bars(row, *iv["compute"][w], colors["compute"])
+    bars(row, *iv["communication"][w], colors["communication"])
+  if plan.hierarchical:
+    gps_row = n_rows - 1 - w_count
+    t_apply = c["t"][c["kind"] == ev.GPS_APPLY]
+    ax.vlines(t_apply[t_apply <= t_max] / scale, gps_row - 0.4, gps_row + 0.4,
+              colors=colors["tick"], linewidth=0.6)
+    for l in range(plan.num_servers):
+      row = gps_row - 1 - l
+      send = c["t"][(c["kind"] == ev.SEND) & (c["server"] == l)]
+      applied = c["t"][(c["kind"] == ev.GPS_APPLY) & (c["server"] == l)]
+      merge = c["t"][(c["kind"] == ev.MERGE) & (c["server"] == l)]
+      bars(row, send[:len(applied)], applied, colors["up"], 0.5, visible=True)
+      bars(row, applied[:len(merge)], merge, colors["down"], 0.5, visible=True)
+  elif s.synchronous:
+    row = 0
+    t_sync = c["t"][c["kind"] == ev.SYNC]
+    bars(row, t_sync - plan.allreduce_ms, t_sync, colors["communication"], 0.5, visible=True)
+  else:
+    row = 0
+    t_arr = c["t"][c["kind"] == ev.ARRIVE]
+    ax.vlines(t_arr[t_arr <= t_max] / scale, row - 0.4, row + 0.4, colors=colors["tick"],
+              linewidth=0.3)
+  ax.set_yticks(range(n_rows))
+  ax.set_yticklabels(labels[::-1], fontsize=7)
+  ax.set_xlim(0, t_max / scale)
+  ax.set_ylim(-0.7, n_rows - 0.3)
+  ax.set_xlabel(f"simulated time ({unit})")
+  from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
+  handles = [Patch(color=colors["compute"], label="compute"),
+             Patch(color=colors["communication"], label="communication"),
+             Patch(color=colors["idle"], label="idle")]
+  if plan.hierarchical:
+    handles += [Patch(color=colors["up"], label=f"Delta {server} -> GPS"),
+                Patch(color=colors["down"], label=f"global model GPS -> {server}"),
+                Patch(color=colors["tick"], label="GPS update")]
+  elif not s.synchronous:
+    handles.append(Patch(color=colors["tick"], label=f"{server} update"))
+  fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
+  basic = schedule.summary_basic()
+  ax.set_title(f"{s.algorithm} on {env.name}: {basic['simulated_time_ms'] / 3.6e6:.4f} h, "
+               f"{basic['server_updates']:,} server updates"
+               + (f" (showing the first {t_max / scale:.3g} {unit})" if t_max < t_end else ""),
+               fontsize=10)
+  fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
+  _save(fig, path)
+  plt.close(fig)
+
+
+def staleness_histogram(schedule, path) -> None:
+  """Staleness histogram PNG (server level; for halos also the GPS level of the Deltas)."""
+  plt = _pyplot()
+  s = schedule.settings
+  panels = [(s.algorithm_module.LABELS["server"] if schedule.plan.hierarchical else "server",
+             server_staleness(schedule),
+             "server versions between a round's start and its arrival")]
+  if schedule.plan.hierarchical:
+    panels.append(("GPS", gps_staleness(schedule),
+                   "GPS versions between the LPS's last merged model and the Delta's apply"))
+  fig, axes = plt.subplots(1, len(panels), figsize=(6.2 * len(panels), 3.8), squeeze=False)
+  for ax, (name, x, xlabel) in zip(axes[0], panels):
+    if len(x):
+      counts = np.bincount(x)
+      ax.bar(np.arange(len(counts)), counts, width=0.85, color="#2b6cb0")
+      ax.axvline(float(x.mean()), color="#c53030", linestyle="--", linewidth=1,
+                 label=f"mean {x.mean():.2f}")
+      ax.legend(fontsize=8)
+    ax.set_title(f"{name} staleness ({len(x):,} updates)", fontsize=10)
+    ax.set_xlabel(xlabel, fontsize=8)
+    ax.set_ylabel("updates")
+  fig.suptitle(f"{s.algorithm} on {schedule.env.name}", fontsize=10)
+  fig.tight_layout()
+  _save(fig, path)
+  plt.close(fig)

@@ -25,6 +25,7 @@ import optax
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
 
+from halos_jax import config_lib  # noqa: E402  pylint: disable=g-import-not-at-top
 from halos_jax import train  # noqa: E402  pylint: disable=g-import-not-at-top
 from halos_jax.replay.problem import make_problem  # noqa: E402
 
@@ -57,7 +58,7 @@ def _replay(parallel, steps):
 
 def _bare_loop(steps):
   """The same number of AdamW local steps on one model, one jitted scan of 8 steps per call."""
-  config = train.resolve_config(_config(True, steps))
+  config = config_lib.resolve(_config(True, steps))
   problem = make_problem(config)
   params = problem.init_params()
   opt = problem.worker_optimizer

@@ -50,7 +50,7 @@ def state_bytes(config, model_name: str) -> dict:
   import jax  # pylint: disable=g-import-not-at-top
   import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
   from halos_jax import models, optim, schedule  # pylint: disable=g-import-not-at-top
-  from halos_jax import train  # pylint: disable=g-import-not-at-top
+  from halos_jax import config_lib  # pylint: disable=g-import-not-at-top
   from halos_jax.replay.problem import Problem  # pylint: disable=g-import-not-at-top
   from halos_jax.replay.problem import lm_worker_optimizer  # pylint: disable=g-import-not-at-top
   from halos_jax import algorithms  # pylint: disable=g-import-not-at-top
@@ -58,7 +58,7 @@ def state_bytes(config, model_name: str) -> dict:
   import ml_collections  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.name = model_name
-  config = train.resolve_config(config)  # message_bytes from the model when unset
+  config = config_lib.resolve(config)  # message_bytes from the model when unset
   lm = models.make_language_model(models.get_model_config(model_name))
   w = config.worker
   problem = Problem(

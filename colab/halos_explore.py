@@ -102,6 +102,8 @@ import matplotlib.pyplot as plt
 from IPython.display import Image, display
 
 import halos_jax
+from halos_jax import config_lib
+from halos_jax import schedule as schedule_lib
 from halos_jax import train
 from halos_jax.schedule import analysis, plots
 
@@ -199,8 +201,8 @@ def show(fig):
 # run fewer local steps per round (`H_w = ceil(H * s_w)`, the label's `H=`), so nobody waits.
 
 # %%
-halos_config = train.resolve_config(load_config("halos"))
-halos_schedule = train.build_schedule(halos_config)
+halos_config = config_lib.resolve(load_config("halos"))
+halos_schedule = schedule_lib.schedule_from_config(halos_config)
 print(analysis.format_summary(analysis.summarize(halos_schedule)))
 gantt_png = os.path.join(WORKDIR, "halos_gantt.png")
 plots.gantt(halos_schedule, gantt_png)
@@ -214,8 +216,8 @@ display(Image(filename=gantt_png))
 # line is the mean.
 
 # %%
-async_config = train.resolve_config(load_config("async_local_sgd"))
-async_schedule = train.build_schedule(async_config)
+async_config = config_lib.resolve(load_config("async_local_sgd"))
+async_schedule = schedule_lib.schedule_from_config(async_config)
 for name, sched in (("halos", halos_schedule), ("async_local_sgd", async_schedule)):
   png = os.path.join(WORKDIR, f"{name}_staleness.png")
   plots.staleness_histogram(sched, png)

@@ -7,8 +7,6 @@ This file is intentionally kept short: the logic is `halos_jax.compare.run_compa
       --workdir=runs/ablate_alpha --config.overrides='total_local_steps=512'
 """
 import os
-import re
-import sys
 
 from halos_jax import runtime
 
@@ -21,6 +19,7 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from halos_jax import cli
 from halos_jax import compare
 from halos_jax.replay.checkpoint import CheckpointError
 
@@ -30,41 +29,18 @@ _WORKDIR = flags.DEFINE_string("workdir", None, "Output directory; entry X runs 
 flags.mark_flags_as_required(["config", "workdir"])
 
 
-def _parse_flags(argv):
-  """absl flag parsing, with any error (typo in --config.X, bad config argument) as one line."""
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    message = str(e)
-    if "Traceback (most recent call last)" in message:  # keep the head and the exception line
-      message = message.split("Traceback")[0] + message.strip().splitlines()[-1]
-    message = " ".join(message.replace("\\n", " ").replace("\\'", "'").split())
-    if isinstance(e, (AttributeError, KeyError)):  # ConfigDict: a --config.X naming no field
-      field = re.search(r"[A-Za-z_][A-Za-z0-9_]*", message)
-      field = field.group(0) if field else message
-      hint = re.search(r'Did you mean "([^"]+)"', message)
-      used = [a.split("=")[0] for a in argv if a.startswith("--config.") and field in a]
-      message = (f"unknown config field {field!r} ({', '.join(used) or '--config.X'})"
-                 + (f"; did you mean {hint.group(1)!r}?" if hint else ""))
-    print(f"error: command line: {message}", file=sys.stderr)
-    sys.exit(2)
-
-
 def main(argv):
-  if len(argv) > 1:
-    print(f"error: unexpected arguments: {argv[1:]}", file=sys.stderr)
-    sys.exit(2)
+  cli.no_arguments(argv)
   logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out of the way
   runtime.setup_compilation_cache()
   try:
     config = _CONFIG.value  # a config file that failed to load raises here (OSError)
     result = compare.run_comparison(config, _WORKDIR.value)
   except (ValueError, OSError, CheckpointError) as e:
-    print(f"error: {' '.join(str(e).split())}", file=sys.stderr)
-    sys.exit(2)
+    cli.fail(e)
   print(compare.format_table(result), flush=True)
   print(f"wrote {os.path.join(_WORKDIR.value, 'comparison.md')}", flush=True)
 
 
 if __name__ == "__main__":
-  app.run(main, flags_parser=_parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

@@ -23,11 +23,12 @@ from absl import flags
 from absl import logging
 from ml_collections import config_flags
 
+from halos_jax import cli
 from halos_jax import distributed
 from halos_jax import train
-from halos_jax import validation
 from halos_jax.replay.checkpoint import CheckpointError
-from halos_jax.replay.engine import Interrupted, NonFiniteError
+from halos_jax.replay.interrupts import Interrupted
+from halos_jax.replay.nonfinite import NonFiniteError
 
 _CONFIG = config_flags.DEFINE_config_file(
     "config", None, "Algorithm config file, e.g. configs/halos.py:runlocal.", lock_config=True)
@@ -44,14 +45,13 @@ _PROCESS_ID = flags.DEFINE_integer("process_id", None, "This process's index, 0 
 
 
 def main(argv):
-  if len(argv) > 1:
-    validation.fail(f"unexpected arguments: {argv[1:]}")
+  cli.no_arguments(argv)
   logging.set_verbosity(logging.WARNING)  # keep orbax's per-save INFO lines out of the way
   if _DISTRIBUTED.value or _COORDINATOR.value or _NUM_PROCESSES.value or _PROCESS_ID.value:
     try:  # before any JAX computation
       distributed.initialize(_COORDINATOR.value, _NUM_PROCESSES.value, _PROCESS_ID.value)
     except Exception as e:  # pylint: disable=broad-except
-      validation.fail(f"--distributed: jax.distributed.initialize failed: {e}")
+      cli.fail(f"--distributed: jax.distributed.initialize failed: {e}")
   runtime.setup_compilation_cache()
   try:
     summary = train.train_and_evaluate(_CONFIG.value, _WORKDIR.value)
@@ -59,11 +59,11 @@ def main(argv):
     print(f"interrupted: {e}", file=sys.stderr, flush=True)
     sys.exit(128 + e.signum)
   except (ValueError, FileNotFoundError, CheckpointError, NonFiniteError, OSError) as e:
-    validation.fail(e)  # one line `error: ...`, exit status 2
+    cli.fail(e)  # one line `error: ...`, exit status 2
   if distributed.is_primary():
     print(train.format_summary(summary), flush=True)
 
 
 if __name__ == "__main__":
   # Flag errors (unknown flag, bad --config.KEY, missing config file) are one `error:` line too.
-  app.run(main, flags_parser=validation.parse_flags)
+  app.run(main, flags_parser=cli.parse_flags)

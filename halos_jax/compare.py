@@ -36,6 +36,7 @@ from typing import Any
 import ml_collections
 
 from halos_jax import algorithms
+from halos_jax.configs import CONFIGS_DIR
 from halos_jax.replay import metrics as metrics_lib
 
 
@@ -58,7 +59,7 @@ ABLATIONS = {
     "H": ("H",),
 }
 
-_CONFIGS_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "configs")
+_CONFIGS_DIR = str(CONFIGS_DIR)  # the algorithms' configs, shipped inside the package
 
 
 # --- Small pure pieces -------------------------------------------------------------------------
@@ -439,6 +440,8 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
   Returns:
     The dict written to comparison.json.
   """
+  from halos_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from halos_jax import schedule as schedule_lib  # pylint: disable=g-import-not-at-top
   from halos_jax import train  # pylint: disable=g-import-not-at-top
 
   validate_config(config)
@@ -447,7 +450,7 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
   reference = reference_entry(config, names)
   for n, c in entries.items():  # every entry's environment and schedule, before any run
     try:
-      train.build_schedule(train.resolve_config(c))
+      schedule_lib.schedule_from_config(config_lib.resolve(c))
     except (ValueError, FileNotFoundError) as e:
       raise type(e)(f"entry {n!r}: {e}") from None
   os.makedirs(workdir, exist_ok=True)

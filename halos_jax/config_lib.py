@@ -16,6 +16,9 @@ from ml_collections import config_dict
 from halos_jax import algorithms
 from halos_jax.data import stream as data_lib
 
+# config.nonfinite: a round's loss or pseudo-gradient is not finite -> stop with an error, or
+# skip that server update (docs/replay.md, "Faults").
+NONFINITE_POLICIES = ("stop", "skip")
 # Pythia-70M in fp32: 70,426,624 parameters x 4 bytes (docs/algorithms.md 3).
 PYTHIA_70M_BYTES = 281_706_496
 # One local step of the fastest worker for Pythia-70M, 64 x 2049 tokens (docs/algorithms.md 1).
@@ -78,7 +81,7 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
   c.checkpoint_every = 0  # checkpoint every this many server updates (0: off)
   c.checkpoint_every_s = 600.0  # ... and after this many wall seconds since the last (0: off)
   c.checkpoint_keep = 2  # checkpoints kept
-  c.nonfinite = "stop"  # a round's loss/pseudo-gradient not finite: 'stop' (error) | 'skip' it
+  c.nonfinite = "stop"  # a round's loss/pseudo-gradient not finite: NONFINITE_POLICIES
   c.seed = 0  # model initialisation seed
   c.replay = ml_collections.ConfigDict()
   c.replay.parallel = True  # batch independent worker rounds on the device mesh
@@ -112,6 +115,22 @@ def shrink_to_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   c.log_interval = 64
   c.checkpoint_every = 0
   c.checkpoint_every_s = 30.0
+  return c
+
+
+def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
+  """A copy with the derived values filled in: `message_bytes` when unset (None).
+
+  The one place the message size is derived: the quadratic's fp32 parameters (4 * dim bytes),
+  or the configured model's fp32 parameters (`models.param_bytes`).
+  """
+  c = ml_collections.ConfigDict(config.to_dict())
+  if c.get("message_bytes") is None:
+    if c.get("problem", "lm") == "quadratic":
+      c.message_bytes = 4 * int(c.quadratic.dim)
+    else:
+      from halos_jax import models  # pylint: disable=g-import-not-at-top  (imports JAX)
+      c.message_bytes = int(models.param_bytes(models.get_model_config(c.model.name)))
   return c
 
 

@@ -24,12 +24,14 @@ from typing import Any
 import ml_collections
 
 from halos_jax import algorithms
+from halos_jax import config_lib
 from halos_jax import distributed
 from halos_jax import schedule as schedule_lib
 from halos_jax import validation
 from halos_jax.replay import checkpoint as ckpt_lib
 from halos_jax.replay import metrics as metrics_lib
-from halos_jax.replay.engine import Replay, interrupt_on_signals
+from halos_jax.replay.engine import Replay
+from halos_jax.replay.interrupts import interrupt_on_signals
 from halos_jax.replay.problem import Problem, make_problem, params_sha256
 from halos_jax.replay.rounds import RoundRunner
 
@@ -41,28 +43,9 @@ _RESUMABLE_KEYS = ("replay", "checkpoint_every", "checkpoint_every_s", "checkpoi
 ConfigError = validation.ConfigError
 
 
-def resolve_config(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
-  """A copy with derived values filled in (message_bytes from the model when unset)."""
-  c = ml_collections.ConfigDict(config.to_dict())
-  if c.message_bytes is None:
-    if c.problem == "quadratic":
-      c.message_bytes = 4 * int(c.quadratic.dim)
-    else:
-      from halos_jax import models  # pylint: disable=g-import-not-at-top
-      c.message_bytes = int(models.param_bytes(models.get_model_config(c.model.name)))
-  return c
-
-
 def config_hash(config: ml_collections.ConfigDict) -> str:
   d = {k: v for k, v in config.to_dict().items() if k not in _RESUMABLE_KEYS}
   return hashlib.sha256(json.dumps(d, sort_keys=True, default=str).encode()).hexdigest()
-
-
-def build_schedule(config: ml_collections.ConfigDict):
-  """The run's schedule (config must be resolved)."""
-  env = schedule_lib.load_environment(config.env)
-  settings = schedule_lib.ScheduleSettings.from_config(config)
-  return schedule_lib.build_schedule(env, settings)
 
 
 def _devices(config) -> list[Any]:
@@ -87,8 +70,8 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   wall_start = time.time()
   # Every input checked before anything is built or written (a ConfigError names the field).
   validation.validate_run(config, workdir, with_problem=problem is None)
-  config = resolve_config(config)
-  schedule = build_schedule(config)
+  config = config_lib.resolve(config)
+  schedule = schedule_lib.schedule_from_config(config)
   problem = problem or make_problem(config)
   # Several processes (halos_jax.distributed): all compute, process 0 alone writes and logs.
   primary = distributed.is_primary()
@@ -112,7 +95,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checkpointer = distributed.ReadOnlyCheckpointer(checkpointer)
   replay = Replay(config, schedule, problem, rules, runner, checkpointer=checkpointer,
                   on_event=on_event)
-  # SIGINT/SIGTERM: checkpoint at the next event boundary, then `engine.Interrupted`.
+  # SIGINT/SIGTERM: checkpoint at the next event boundary, then `interrupts.Interrupted`.
   with interrupt_on_signals():
     try:
       template = replay.initial_state()

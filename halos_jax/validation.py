@@ -1,11 +1,9 @@
 """Every user-facing input, checked before a run starts: config, environment, data, workdir.
 
 `validate_run(config, workdir)` is the first thing `halos_jax.train.train_and_evaluate` does;
-`validate_schedule_config(config)` checks the part of a config the scheduler reads
-(`experiments/schedule.py`); `parse_flags` is the absl flag parser of `experiments/train.py`,
-so a bad command line (unknown flag, ill-typed or unknown `--config.KEY`, a config file that
-does not exist or raises) is one `error: ...` line and exit status 2 instead of a usage dump or
-a traceback.
+`validate_schedule_config(config)` checks what `experiments/schedule.py` builds from (the
+scheduler's fields, and every other field present, with the same rules). The command lines
+themselves (flags, config files) are halos_jax/cli.py's.
 
 Every problem is a `ConfigError` (a ValueError) whose message is one line naming the field, the
 value and what is allowed, e.g. `config.K=0: must be an integer >= 1`; the first problem found
@@ -30,18 +28,17 @@ algorithm's optimizer blocks (its module's CONFIG_BLOCKS, e.g. outer, ps, lps, g
 """
 from __future__ import annotations
 
-import math
-import numbers
 import os
 import stat
-import sys
 from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 
 from halos_jax import algorithms
+from halos_jax import config_lib
+from halos_jax import fields
+from halos_jax.cli import error_line
 from halos_jax.data import corpus as corpus_lib
 from halos_jax.data import mmidx as mmidx_lib
 from halos_jax.data import stream as stream_lib
@@ -49,7 +46,6 @@ from halos_jax.schedule import environment as env_lib
 from halos_jax.schedule import settings as settings_lib
 
 PROBLEMS = ("lm", "quadratic")
-NONFINITE_POLICIES = ("stop", "skip")  # config.nonfinite: stop with an error, or skip the update
 SEED_LIMIT = 2**32
 # Vocabulary of each tokeniser without building it (a trained BPE has bpe_vocab_size tokens).
 _TOKENIZER_VOCAB = {"byte": 256, "gpt2": 50_257}
@@ -63,70 +59,21 @@ class ConfigError(ValueError):
 
 
 # ------------------------------------------------------------------------------------------------
-# Rules: (predicate, what is allowed).
+# Rules (halos_jax/fields.py): (predicate, what is allowed).
 # ------------------------------------------------------------------------------------------------
 
+_BOOL, _POSITIVE, _UNIT, _MOMENTUM = fields.BOOL, fields.POSITIVE, fields.UNIT, fields.MOMENTUM
+_INT0, _INT1 = fields.INT0, fields.INT1
+_real, _one_of = fields.real, fields.one_of
 
-def _is_int(v) -> bool:
-  return isinstance(v, numbers.Integral) and not isinstance(v, (bool, np.bool_))
-
-
-def _is_real(v) -> bool:
-  return isinstance(v, numbers.Real) and not isinstance(v, (bool, np.bool_))
-
-
-def _int(low: int, high: int | None = None):
-  allowed = f"an integer >= {low}" if high is None else f"an integer in [{low}, {high}]"
-  return (lambda v: _is_int(v) and v >= low and (high is None or v <= high)), allowed
-
-
-def _real(low: float, high: float = math.inf, *, low_open=False, high_open=False,
-          allow_inf=False):
-  """A real number in the interval; finite unless allow_inf (then high may be inf)."""
-  if high == math.inf:
-    allowed = f"a {'' if allow_inf else 'finite '}number {'>' if low_open else '>='} {low:g}"
-  else:
-    allowed = ("a number in " + ("(" if low_open else "[") + f"{low:g}, {high:g}" +
-               (")" if high_open else "]"))
-
-  def ok(v):
-    if not _is_real(v) or math.isnan(v) or (math.isinf(v) and not allow_inf):
-      return False
-    return (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
-  return ok, allowed
-
-
-def _one_of(options):
-  return (lambda v: isinstance(v, str) and v in options), "one of " + ", ".join(options)
-
-
-def _optional(rule):
-  ok, allowed = rule
-  return (lambda v: v is None or ok(v)), f"None or {allowed}"
-
-
-_BOOL = (lambda v: isinstance(v, (bool, np.bool_))), "True or False"
-_POSITIVE = _real(0.0, low_open=True)  # learning rates, times
-_UNIT = _real(0.0, 1.0)  # [0, 1]
-_MOMENTUM = _real(0.0, 1.0, high_open=True)  # [0, 1)
-_INT0, _INT1 = _int(0), _int(1)
-
-# What the scheduler reads (halos_jax.schedule.ScheduleSettings.from_config); the optional ones
-# are required by the algorithms that name them in REQUIRED_SETTINGS (K, workers_per_lps).
-_SCHEDULER_REQUIRED = (
-    ("algorithm", _one_of(algorithms.names())),
-    ("H", _INT1),
-    ("total_local_steps", _INT1),
-    ("local_batch", _INT1),
-    ("global_batch", _INT1),
-    ("step_time_ms", _POSITIVE),
-)
-_SCHEDULER_OPTIONAL = (
-    ("rescale_local_steps", _BOOL),
-    ("K", _INT1),
-    ("workers_per_lps", _INT1),
-    ("message_bytes", _optional(_INT1)),
-)
+# What the scheduler reads (halos_jax.schedule.ScheduleSettings.from_config): here only which
+# fields a config must hold; their values are checked by ScheduleSettings itself (the rules live
+# with the settings). The optional ones are required by the algorithms that name them in
+# REQUIRED_SETTINGS (K, workers_per_lps); message_bytes may be None (then: the model's size).
+_SCHEDULER_REQUIRED = ("algorithm", "H", "total_local_steps", "local_batch", "global_batch",
+                       "step_time_ms")
+_SCHEDULER_OPTIONAL = ("rescale_local_steps", "K", "workers_per_lps", "message_bytes")
+_MESSAGE_BYTES = fields.optional(_INT1)
 # The rest of a run config (config_lib.base_config), every field required.
 _RUN = (
     ("runlocal", _BOOL),
@@ -146,7 +93,7 @@ _RUN = (
     ("checkpoint_every", _INT0),
     ("checkpoint_every_s", _real(0.0)),
     ("checkpoint_keep", _INT1),
-    ("seed", _int(0, SEED_LIMIT - 1)),
+    ("seed", fields.integer(0, SEED_LIMIT - 1)),
     ("replay.parallel", _BOOL),
     ("replay.num_devices", _INT0),
     ("replay.sync_every", _INT1),
@@ -161,7 +108,7 @@ _BLOCK_FIELDS = {
     "delayed_nesterov": (("eta", _POSITIVE), ("beta", _MOMENTUM), ("N", _INT1),
                          ("c", _real(0.0, 1.0))),
 }
-_OPTIONAL = (("nonfinite", _one_of(NONFINITE_POLICIES)),)
+_OPTIONAL = (("nonfinite", _one_of(config_lib.NONFINITE_POLICIES)),)
 
 _MISSING, _ABSENT = object(), object()  # get(): no default given / has(): not there
 
@@ -178,13 +125,7 @@ def _model_rules():
           ("model.compute_dtype", _one_of(mc.COMPUTE_DTYPES)))
 
 
-def _short(v: Any, limit: int = 100) -> str:
-  """repr(v), shortened (and safe for integers too long to print)."""
-  try:
-    text = repr(v)
-  except ValueError:  # an int beyond sys.get_int_max_str_digits()
-    text = f"<integer of {v.bit_length()} bits>"
-  return text if len(text) <= limit else text[:limit - 3] + "..."
+_short = fields.short
 
 
 def _one_line(text: Any) -> str:
@@ -252,24 +193,28 @@ def _check_environment(c: _Config, required: bool) -> env_lib.Environment:
 
 def _check_scheduler(c: _Config, required_all: bool) -> env_lib.Environment:
   """The scheduler's fields, their consistency and the fit with the environment."""
-  for path, rule in _SCHEDULER_REQUIRED:
-    c.check(path, rule)
-  algorithm = algorithms.get(c.get("algorithm"))
-  for path, rule in _SCHEDULER_OPTIONAL:
-    needed = required_all or path in algorithm.REQUIRED_SETTINGS
-    if needed or c.has(path):
-      c.check(path, rule)
-  local, glob = c.get("local_batch"), c.get("global_batch")
+  for path in _SCHEDULER_REQUIRED:
+    c.get(path)  # present (the values: ScheduleSettings below)
+  name = c.get("algorithm")
+  required = algorithms.get(name).REQUIRED_SETTINGS if name in algorithms.names() else ()
+  for path in _SCHEDULER_OPTIONAL:
+    if required_all or path in required:
+      c.get(path)
+  if c.has("message_bytes"):  # the config's rule: None means "the model's size"
+    c.check("message_bytes", _MESSAGE_BYTES)
+  try:  # every scheduler field's own rule (halos_jax/schedule/settings.py)
+    settings = settings_lib.ScheduleSettings.from_config(c.d, default_message_bytes=1)
+  except settings_lib.InvalidSettings as e:
+    raise ConfigError(f"config.{_one_line(e)}") from None
+  local, glob = settings.local_batch, settings.global_batch
   if glob % local:
     _fail("global_batch", glob, f"a multiple of config.local_batch={local} (a global iteration "
                                 "is a whole number of local steps)")
   env = _check_environment(c, required_all)
-  # The scheduler's own checks (a backstop here; message_bytes only needs to be some size), and
-  # the algorithm's server layout (e.g. HALoS: workers_per_lps must cut the workers, numbered
-  # region by region, into groups that each sit in one region).
+  # The algorithm's server layout on this environment (e.g. HALoS: workers_per_lps must cut the
+  # workers, numbered region by region, into groups that each sit in one region).
   try:
-    settings = settings_lib.ScheduleSettings.from_config(c.d, default_message_bytes=1)
-    algorithm.make_plan(env, settings)
+    settings.algorithm_module.make_plan(env, settings)
   except settings_lib.InvalidSettings as e:
     raise ConfigError(f"config.{_one_line(e)}") from None
   return env
@@ -451,58 +396,3 @@ def validate_run(config: Any, workdir: Any, *, with_problem: bool = True) -> Non
   """validate_config(config) and validate_workdir(workdir): everything before a run starts."""
   validate_config(config, with_problem=with_problem)
   validate_workdir(workdir)
-
-
-# ------------------------------------------------------------------------------------------------
-# Command lines.
-# ------------------------------------------------------------------------------------------------
-
-
-def error_line(message: Any) -> str:
-  """One line of an error message; of an embedded traceback only its final line."""
-  text = str(message)
-  marker = "Traceback (most recent call last)"
-  if marker in text:
-    head, _, tb = text.partition(marker)
-    last = [line for line in tb.splitlines() if line.strip() and not line.startswith(" ")]
-    text = head.replace("Error whilst parsing config file:", "").strip() + " " + (
-        last[-1] if last else "")
-  return _one_line(text)
-
-
-def fail(message: Any) -> None:
-  """Prints `error: <one line>` on stderr and exits with status 2."""
-  print("error: " + error_line(message), file=sys.stderr, flush=True)
-  sys.exit(2)
-
-
-def parse_flags(argv: list[str]) -> list[str]:
-  """absl flag parsing where every failure is one `error:` line and exit status 2.
-
-  Use as `app.run(main, flags_parser=validation.parse_flags)`. Covers unknown flags, ill-typed
-  or unknown `--config.KEY` overrides, a `--config` file that does not exist, a config file
-  that raises (e.g. a typo in its argument, `configs/halos.py:runlocl`) and missing required
-  flags. `--help` keeps absl's behaviour.
-  """
-  from absl import flags  # pylint: disable=g-import-not-at-top
-  args = list(argv[1:])
-  for i, arg in enumerate(args):
-    value = None
-    if arg.startswith("--config="):
-      value = arg[len("--config="):]
-    elif arg == "--config" and i + 1 < len(args):
-      value = args[i + 1]
-    if value is not None:
-      path = value.split(":", 1)[0]
-      if not os.path.isfile(path):
-        fail(f"--config={value}: config file {path!r} does not exist")
-  try:
-    return flags.FLAGS(argv)
-  except Exception as e:  # pylint: disable=broad-except
-    if isinstance(e, (AttributeError, KeyError)):
-      key = str(e).strip("\"' ")
-      given = [a for a in args if a.startswith("--config.")]
-      named = [a for a in given if key and key in a.split("=", 1)[0]]
-      fail(f"{(named or given or ['--config'])[0]}: unknown config key {key!r} (see the "
-           "config file for the keys it has)")
-    fail(e)

@@ -12,20 +12,17 @@ round in flight in every algorithm), its optimizer state, and the servers' state
 
 Faults (docs/replay.md, "Faults"):
 - a round whose loss or pseudo-gradient is not finite either stops the run before anything
-  non-finite is checkpointed (config `nonfinite='stop'`, `NonFiniteError`) or its server update is
-  skipped (`nonfinite='skip'`); the check is a device-side flag per round, read on the host only
-  where losses are read anyway (metric windows, checkpoints, the end);
-- `request_interrupt` (what SIGINT/SIGTERM do under `interrupt_on_signals`) makes the walk save a
-  checkpoint at the next event boundary and raise `Interrupted`.
+  non-finite is checkpointed (config `nonfinite='stop'`, `nonfinite.NonFiniteError`) or its server
+  update is skipped (`nonfinite='skip'`); the check is a device-side flag per round (nonfinite.py),
+  read on the host only where losses are read anyway (metric windows, checkpoints, the end);
+- `interrupts.request_interrupt` (what SIGINT/SIGTERM do under `interrupt_on_signals`) makes the
+  walk save a checkpoint at the next event boundary and raise `interrupts.Interrupted`.
 """
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import math
-import signal
 import sys
-import threading
 import time
 from typing import Any, Callable
 
@@ -33,119 +30,14 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
+from halos_jax import config_lib
+from halos_jax.replay import interrupts
+from halos_jax.replay import nonfinite
 from halos_jax.replay.problem import Problem
 from halos_jax.replay.rounds import RoundResult, RoundRunner, RoundSpec
 from halos_jax.algorithms.base import ServerRules
 
 IDLE, PENDING, COMPUTED = "idle", "pending", "computed"
-NONFINITE_POLICIES = ("stop", "skip")
-
-
-class NonFiniteError(RuntimeError):
-  """A round produced a non-finite loss or pseudo-gradient (policy 'stop'), or the servers'
-  state became non-finite; nothing non-finite was checkpointed."""
-
-
-class Interrupted(KeyboardInterrupt):
-  """The run was interrupted (SIGINT/SIGTERM); a checkpoint was saved at an event boundary.
-
-  Attributes:
-    signum: the signal that asked for the interruption.
-    cursor: events replayed when the checkpoint was taken.
-    num_events: events in the schedule.
-    checkpoint: the directory of the checkpoint saved, or None (no checkpointer).
-  """
-
-  def __init__(self, signum: int, cursor: int, num_events: int, checkpoint: str | None):
-    super().__init__(signum, cursor, num_events, checkpoint)
-    self.signum, self.cursor, self.num_events, self.checkpoint = (
-        signum, cursor, num_events, checkpoint)
-
-  def __str__(self):
-    name = signal.Signals(self.signum).name
-    if self.checkpoint is None:
-      return f"{name} at event {self.cursor} of {self.num_events}; no checkpointer, nothing saved"
-    return (f"{name}: checkpoint saved at event {self.cursor} of {self.num_events} "
-            f"({self.checkpoint}); re-run the same command to resume")
-
-
-# The interruption request (a signal number), set by a signal handler and read by Replay.run at
-# every event boundary: handlers only set it, the walk itself saves.
-_interrupt_request: list[int] = []
-
-
-def request_interrupt(signum: int = signal.SIGINT) -> None:
-  """Asks a running `Replay.run` to checkpoint at the next event boundary and raise
-  `Interrupted` (safe to call from a signal handler or from an `on_event` observer)."""
-  _interrupt_request[:] = [int(signum)]
-
-
-@contextlib.contextmanager
-def interrupt_on_signals(signums=(signal.SIGINT, signal.SIGTERM)):
-  """Within the block, the first SIGINT/SIGTERM requests an interruption (`request_interrupt`);
-  the handlers in place before are then restored, so a second signal acts as usual (Ctrl-C
-  twice quits at once, without saving). Outside the main thread this does nothing."""
-  if threading.current_thread() is not threading.main_thread():
-    yield
-    return
-  previous = {s: signal.getsignal(s) for s in signums}
-
-  def restore():
-    for s, h in previous.items():
-      signal.signal(s, h if h is not None else signal.SIG_DFL)
-
-  def handler(signum, frame):
-    del frame
-    request_interrupt(signum)
-    restore()
-
-  for s in signums:
-    signal.signal(s, handler)
-  try:
-    yield
-  finally:
-    restore()
-    _interrupt_request.clear()
-
-
-def _all_finite(tree) -> jax.Array:
-  leaves = jax.tree.leaves(tree)
-  if not leaves:
-    return jnp.asarray(True)
-  return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
-
-
-@jax.jit
-def _nonfinite_code(delta, loss) -> jax.Array:
-  """One round: 0 if finite, +1 for a non-finite loss, +2 for a non-finite (pseudo-)gradient.
-
-  One program per result structure (not per batch size): a batch costs one tiny dispatch per
-  round, and nothing is read on the host here."""
-  return (~jnp.isfinite(loss)).astype(jnp.int32) + 2 * (~_all_finite(delta)).astype(jnp.int32)
-
-
-def _nonfinite_codes(deltas, losses) -> list[jax.Array]:
-  return [_nonfinite_code(d, l) for d, l in zip(deltas, losses)]
-
-
-@jax.jit
-def _combine_codes(codes) -> jax.Array:
-  codes = jnp.stack(codes)
-  return jnp.any(codes & 1).astype(jnp.int32) + 2 * jnp.any(codes & 2).astype(jnp.int32)
-
-
-@jax.jit
-def _select_if_finite(code, new, old):
-  """`new` where code == 0 else `old`, leaf by leaf (exactly `new` when finite)."""
-  return jax.tree.map(lambda a, b: jnp.where(code == 0, a, b), new, old)
-
-
-_all_finite_jit = jax.jit(_all_finite)
-
-
-def _what(code: int, gradient: bool = False) -> str:
-  grad = "gradient" if gradient else "pseudo-gradient"
-  return {1: "loss", 2: grad, 3: f"loss and {grad}"}[int(code)]
 
 
 @dataclasses.dataclass
@@ -191,8 +83,9 @@ class Replay:
     self.num_workers = int(schedule.env.num_workers)
     self.tokens_per_step = int(config.local_batch) * int(problem.tokens_per_sequence)
     self.nonfinite = config.get("nonfinite", "stop")
-    if self.nonfinite not in NONFINITE_POLICIES:
-      raise ValueError(f"nonfinite={self.nonfinite!r}: must be one of {NONFINITE_POLICIES}")
+    if self.nonfinite not in config_lib.NONFINITE_POLICIES:
+      raise ValueError(f"nonfinite={self.nonfinite!r}: must be one of "
+                       f"{config_lib.NONFINITE_POLICIES}")
     self.skip = self.nonfinite == "skip"
     self._eval_loss = jax.jit(problem.loss)
     self._validation = None
@@ -280,7 +173,7 @@ class Replay:
         tree["servers"] = self.rules.on_arrive(before, ev, result)
         code = None
         if self.skip:
-          code = _nonfinite_codes([result.delta], [result.loss])[0]
+          code = nonfinite.nonfinite_codes([result.delta], [result.loss])[0]
           if tree["servers"] is not before:  # this arrival updates a server
             tree["servers"] = self._skip_if_nonfinite(code, before, tree["servers"], ev, meta)
         self._account_loss(meta, tree["loss"][w], ev.H, code)
@@ -293,8 +186,8 @@ class Replay:
         before = tree["servers"]
         tree["servers"] = self.rules.on_sync(before, ev, results, specs)
         if self.skip:
-          code = _combine_codes(
-              _nonfinite_codes([r.delta for r in results], [r.loss for r in results]))
+          code = nonfinite.combine_codes(
+              nonfinite.nonfinite_codes([r.delta for r in results], [r.loss for r in results]))
           tree["servers"] = self._skip_if_nonfinite(code, before, tree["servers"], ev, meta,
                                                     workers=workers)
         for w in workers:
@@ -315,7 +208,7 @@ class Replay:
       if self.config.replay.progress and now - last_progress > progress_every:
         last_progress = now
         self._progress(meta, ev, now - wall0)
-      if _interrupt_request and meta["cursor"] < len(events):
+      if interrupts.interrupt_request and meta["cursor"] < len(events):
         self._interrupt(tree, meta, wall0)
 
     if self.config.replay.progress and sys.stdout.isatty():
@@ -352,10 +245,10 @@ class Replay:
     specs = [RoundSpec(*meta["spec"][v]) for v in todo]
     old_opts = [tree["worker_opt"][v] for v in todo]
     results = self.runner.run(specs, [tree["snapshot"][v] for v in todo], old_opts)
-    codes = _nonfinite_codes([r.delta for r in results], [r.loss for r in results])
+    codes = nonfinite.nonfinite_codes([r.delta for r in results], [r.loss for r in results])
     if self.skip:
       # A round that will be skipped must not leave a non-finite optimizer state behind.
-      results = [r._replace(opt_state=_select_if_finite(c, r.opt_state, o))
+      results = [r._replace(opt_state=nonfinite.select_if_finite(c, r.opt_state, o))
                  for r, c, o in zip(results, codes, old_opts)]
     else:
       meta.setdefault("_round_checks", []).append((codes, specs, meta["cursor"]))
@@ -387,7 +280,7 @@ class Replay:
     new, treedef = jax.tree.flatten(after)
     old = treedef.flatten_up_to(skipped)
     changed = [i for i, (a, b) in enumerate(zip(new, old)) if a is not b]
-    chosen = _select_if_finite(code, [new[i] for i in changed], [old[i] for i in changed])
+    chosen = nonfinite.select_if_finite(code, [new[i] for i in changed], [old[i] for i in changed])
     for i, leaf in zip(changed, chosen):
       new[i] = leaf
     workers = [ev.worker] if workers is None else list(workers)
@@ -407,7 +300,7 @@ class Replay:
                                                                          info["workers"]))
         self.log(f"[replay] skipped the server update at event {info['event']} "
                  f"({info['kind']}, simulated time {info['t_ms'] / 1e3:.3f} s): non-finite "
-                 f"{_what(int(code), info['gradient'])} ({rounds})")
+                 f"{nonfinite.describe(int(code), info['gradient'])} ({rounds})")
     meta["skipped_updates"] = meta.get("skipped_updates", 0) + n
     return n
 
@@ -462,12 +355,12 @@ class Replay:
     self._last_save = time.time()
 
   def _interrupt(self, tree, meta, wall0):
-    signum = _interrupt_request.pop()
+    signum = interrupts.interrupt_request.pop()
     path = None
     if self.checkpointer is not None:
       self._save(tree, meta, wall0)
       path = self.checkpointer.step_path(meta["cursor"])
-    raise Interrupted(signum, meta["cursor"], len(self.events), path)
+    raise interrupts.Interrupted(signum, meta["cursor"], len(self.events), path)
 
   def _last_good(self) -> str:
     if self.checkpointer is None:
@@ -478,10 +371,10 @@ class Replay:
     return f"the last good checkpoint is kept: {self.checkpointer.step_path(step)}"
 
   def _check_servers_finite(self, tree, meta):
-    if bool(_all_finite_jit(tree["servers"])):
+    if bool(nonfinite.all_finite_jit(tree["servers"])):
       return
     ev = self.events[meta["cursor"] - 1]
-    raise NonFiniteError(
+    raise nonfinite.NonFiniteError(
         f"the servers' state is not finite at event {meta['cursor'] - 1} ({ev.kind}, simulated "
         f"time {ev.t / 1e3:.3f} s) although no non-finite round result was applied (a "
         f"diverging server optimizer? check its learning rate); {self._last_good()}")
@@ -492,8 +385,9 @@ class Replay:
                    None)
     where = ("" if arrival is None else f", arriving at event {arrival} (simulated time "
              f"{self.events[arrival].t / 1e3:.3f} s)")
-    raise NonFiniteError(
-        f"non-finite {_what(code, self.rules.gradient_rounds)} in round {spec.round} of worker "
+    what = nonfinite.describe(code, self.rules.gradient_rounds)
+    raise nonfinite.NonFiniteError(
+        f"non-finite {what} in round {spec.round} of worker "
         f"{spec.worker} ({spec.H} local steps on sequences [{spec.data_start}, {spec.data_end})"
         f"{where}); stopped before applying or saving it, {self._last_good()}; "
         f"--config.nonfinite=skip skips such updates instead")

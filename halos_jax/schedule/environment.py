@@ -35,8 +35,9 @@ from typing import Any
 import numpy as np
 import yaml
 
-# Where the preset environments live: <repo>/configs/envs/<name>.yaml.
-ENVS_DIR = Path(__file__).resolve().parents[2] / "configs" / "envs"
+# Where the preset environments live: halos_jax/configs/envs/<name>.yaml (package data).
+from halos_jax.configs import ENVS_DIR
+
 _KEYS = ("num_regions", "network_bandwidths", "worker_speeds")
 
 
@@ -218,7 +219,7 @@ def _exists(path: Path) -> bool:
 
 
 def presets() -> tuple[str, ...]:
-  """Names of the preset environments in configs/envs/."""
+  """Names of the preset environments in halos_jax/configs/envs/."""
   if not ENVS_DIR.is_dir():
     return ()
   return tuple(sorted(p.stem for p in ENVS_DIR.glob("*.yaml")))

@@ -9,24 +9,19 @@ from __future__ import annotations
 
 import dataclasses
 import math
-import numbers
 from typing import Any
 
 import numpy as np
 
 from halos_jax import algorithms
+from halos_jax import fields
 
 
-class InvalidSettings(ValueError):
-  """A scheduler setting (or its combination with the environment) that cannot be used."""
+class InvalidSettings(fields.FieldError):
+  """A scheduler setting (or its combination with the environment) that cannot be used.
 
-
-def _check_int(name: str, value, minimum: int = 1) -> int:
-  if not isinstance(value, numbers.Integral) or isinstance(value, bool):
-    raise InvalidSettings(f"{name} must be an integer >= {minimum}, got {value!r}")
-  if value < minimum:
-    raise InvalidSettings(f"{name} must be an integer >= {minimum}, got {value!r}")
-  return int(value)
+  For one field's value, `field`, `value` and `allowed` say which (the message reads
+  `<field>=<value>: must be <allowed>`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -60,31 +55,22 @@ class ScheduleSettings:
   workers_per_lps: int | None = None
 
   def __post_init__(self):
-    try:
-      algorithm = algorithms.get(self.algorithm)
-    except algorithms.UnknownAlgorithm as e:
-      raise InvalidSettings(str(e)) from None
     set_ = object.__setattr__
-    set_(self, "H", _check_int("H", self.H))
-    set_(self, "total_local_steps", _check_int("total_local_steps", self.total_local_steps))
-    set_(self, "local_batch", _check_int("local_batch", self.local_batch))
-    set_(self, "global_batch", _check_int("global_batch", self.global_batch))
-    set_(self, "message_bytes", _check_int("message_bytes", self.message_bytes))
-    st = self.step_time_ms
-    if (not isinstance(st, numbers.Real) or isinstance(st, bool) or not math.isfinite(st)
-        or st <= 0):
-      raise InvalidSettings(f"step_time_ms must be a positive finite number, got {st!r}")
-    set_(self, "step_time_ms", float(st))
-    if not isinstance(self.rescale_local_steps, (bool, np.bool_)):
-      raise InvalidSettings(
-          f"rescale_local_steps must be True or False, got {self.rescale_local_steps!r}")
-    set_(self, "rescale_local_steps", bool(self.rescale_local_steps))
-    for key in algorithm.REQUIRED_SETTINGS:
+
+    def check(key, rule, convert):
+      set_(self, key, convert(fields.check(key, getattr(self, key), rule, InvalidSettings)))
+
+    fields.check("algorithm", self.algorithm, fields.one_of(algorithms.names()), InvalidSettings)
+    for key in ("H", "total_local_steps", "local_batch", "global_batch", "message_bytes"):
+      check(key, fields.INT1, int)
+    check("step_time_ms", fields.POSITIVE, float)
+    check("rescale_local_steps", fields.BOOL, bool)
+    for key in self.algorithm_module.REQUIRED_SETTINGS:
       if getattr(self, key) is None:
-        raise InvalidSettings(f"{key} is required for algorithm {self.algorithm!r}")
+        raise InvalidSettings(f"{key} is required for algorithm {self.algorithm!r}", field=key)
     for key in ("K", "workers_per_lps"):  # ignored by the other algorithms, but never garbage
       if getattr(self, key) is not None:
-        set_(self, key, _check_int(key, getattr(self, key)))
+        check(key, fields.INT1, int)
 
   # -- derived ---------------------------------------------------------------------------------
 

@@ -71,7 +71,7 @@ def _config(name: str, arg=None):
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
   c = module.get_config(arg)
-  if c.message_bytes is None:  # what train.resolve_config derives: Pythia-70M in fp32
+  if c.message_bytes is None:  # what config_lib.resolve derives: Pythia-70M in fp32
     c.message_bytes = config_lib.PYTHIA_70M_BYTES
   c.replay.progress = False
   c.replay.plots = False

@@ -23,16 +23,17 @@ def _diff() -> str:
 
 def test_the_diff_touches_exactly_two_new_files():
   files = re.findall(r"^\+\+\+ b/(\S+)$", _diff(), re.M)
-  assert files == ["halos_jax/algorithms/async_nesterov.py", "configs/async_nesterov.py"]
+  assert files == ["halos_jax/algorithms/async_nesterov.py", "halos_jax/configs/async_nesterov.py"]
   assert re.findall(r"^--- (\S+)$", _diff(), re.M) == ["/dev/null", "/dev/null"]
 
 
 def test_the_worked_example_applies_and_runs(tmp_path):
   tree = tmp_path / "tree"
   tree.mkdir()
-  for name in ("halos_jax", "configs", "experiments"):
+  for name in ("halos_jax", "experiments"):
     shutil.copytree(ROOT / name, tree / name,
                     ignore=shutil.ignore_patterns("__pycache__", "*.pyc"))
+  (tree / "configs").symlink_to("halos_jax/configs")  # as in the checkout
   patch = tmp_path / "example.diff"
   patch.write_text(_diff())
   subprocess.run(["git", "apply", str(patch)], cwd=tree, check=True, capture_output=True)

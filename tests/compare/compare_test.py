@@ -236,7 +236,7 @@ def test_whole_tiny_comparison_matches_its_runs(tmp_path):
 
 @pytest.mark.parametrize("args, match", [
     (["--config=configs/compare.py:quadratic", "--config.overides=H=3"],
-     "unknown config field 'overides'"),
+     "unknown config key 'overides'"),
     (["--config=configs/compare.py:quadratic,ablate=gamma"], "ablate=gamma"),
     (["--config=configs/compare.py:quadratic", "--config.overrides=Hx=3"], "Hx"),
 ])

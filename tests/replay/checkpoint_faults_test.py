@@ -17,6 +17,8 @@ import uuid
 import pytest
 from orbax.checkpoint._src.handlers import json_checkpoint_handler
 
+from halos_jax import config_lib
+from halos_jax import schedule as schedule_lib
 from halos_jax import train
 from halos_jax.replay import checkpoint as ckpt_lib
 from tiny_configs import ROOT, tiny_config
@@ -117,7 +119,7 @@ def test_disk_full_during_a_save_keeps_the_previous_checkpoint(tiny_env, tmp_pat
     train.train_and_evaluate(_config(tiny_env), workdir)
   saved = _steps(workdir)
   # Saves come after every 2nd server update (a counting event); the third one failed.
-  schedule = train.build_schedule(train.resolve_config(_config(tiny_env)))
+  schedule = schedule_lib.schedule_from_config(config_lib.resolve(_config(tiny_env)))
   after_count = [i + 1 for i, e in enumerate(schedule.events) if e.counted_steps >= 0]
   assert saved == [after_count[1], after_count[3]]
   failed = os.path.join(workdir, "checkpoints", str(after_count[5]))

@@ -18,9 +18,12 @@ import numpy as np
 import orbax.checkpoint as ocp
 import pytest
 
+from halos_jax import config_lib
 from halos_jax import optim
+from halos_jax import schedule as schedule_lib
 from halos_jax import train
-from halos_jax.replay import engine
+from halos_jax.replay import interrupts
+from halos_jax.replay import nonfinite
 from halos_jax.replay.problem import quadratic_curvatures, quadratic_problem
 from quadratic_test import NumpyDN, sgd_round
 from tiny_configs import ROOT, tiny_config
@@ -64,7 +67,7 @@ def _config(algorithm, env, **kw):
 
 
 def _schedule(config):
-  return train.build_schedule(train.resolve_config(config))
+  return schedule_lib.schedule_from_config(config_lib.resolve(config))
 
 
 def _bad_rounds(schedule, poison):
@@ -145,10 +148,10 @@ def test_nonfinite_codes_name_loss_and_pseudo_gradient():
   nan = jnp.float32(jnp.nan)
   ok = {"x": jnp.ones(3)}
   bad = {"x": jnp.asarray([1.0, jnp.inf, 0.0])}
-  codes = engine._nonfinite_codes([ok, ok, bad, bad], [1.0, nan, 1.0, nan])
+  codes = nonfinite.nonfinite_codes([ok, ok, bad, bad], [1.0, nan, 1.0, nan])
   assert [int(c) for c in codes] == [0, 1, 2, 3]
-  assert int(engine._combine_codes(codes[:2])) == 1 and int(engine._combine_codes(codes)) == 3
-  assert [engine._what(c) for c in (1, 2, 3)] == [
+  assert int(nonfinite.combine_codes(codes[:2])) == 1 and int(nonfinite.combine_codes(codes)) == 3
+  assert [nonfinite.describe(c) for c in (1, 2, 3)] == [
       "loss", "pseudo-gradient", "loss and pseudo-gradient"]
 
 
@@ -217,10 +220,10 @@ def test_skip_is_deterministic_and_resumable_bitwise(tiny_env, tmp_path):
 
   def interrupt(ev, tree, rules):
     if ev.seq == at:
-      engine.request_interrupt(signal.SIGTERM)
+      interrupts.request_interrupt(signal.SIGTERM)
 
   workdir = str(tmp_path / "run")
-  with pytest.raises(engine.Interrupted) as info:
+  with pytest.raises(interrupts.Interrupted) as info:
     train.train_and_evaluate(config, workdir, problem=problem, on_event=interrupt)
   assert info.value.cursor == at + 1 and info.value.signum == signal.SIGTERM
   assert "re-run the same command to resume" in str(info.value)
@@ -257,7 +260,7 @@ def test_stop_keeps_the_last_good_checkpoint(gradient, tiny_env, tmp_path):
 
   workdir = str(tmp_path / "run")
   problem = poisoned_quadratic(config, poison, gradient=gradient)
-  with pytest.raises(engine.NonFiniteError) as info:
+  with pytest.raises(nonfinite.NonFiniteError) as info:
     train.train_and_evaluate(config, workdir, problem=problem)
   message = str(info.value)
   what = "loss and pseudo-gradient" if gradient else "loss"

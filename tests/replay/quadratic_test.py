@@ -9,6 +9,8 @@ float32, so trajectories agree to float32 rounding accumulated over a few hundre
 import numpy as np
 import pytest
 
+from halos_jax import config_lib
+from halos_jax import schedule as schedule_lib
 from halos_jax import train
 from halos_jax.replay.problem import quadratic_curvatures
 from tiny_configs import tiny_config
@@ -98,7 +100,7 @@ def test_quadratic_run_matches_numpy_loop(algorithm, reference, tiny_env, tmp_pa
   config = tiny_config(algorithm, tiny_env, problem="quadratic", total_local_steps=400,
                        **{"quadratic.dim": 8})
   summary = train.train_and_evaluate(config, str(tmp_path))
-  schedule = train.build_schedule(train.resolve_config(config))
+  schedule = schedule_lib.schedule_from_config(config_lib.resolve(config))
   want = reference(schedule, config)
   import orbax.checkpoint as ocp
   with ocp.StandardCheckpointer() as ck:

@@ -4,7 +4,8 @@ import jax.numpy as jnp
 import numpy as np
 import optax
 
-from halos_jax import optim, train
+from halos_jax import config_lib, optim, train
+from halos_jax import schedule as schedule_lib
 from halos_jax.replay.problem import make_problem
 from tiny_configs import tiny_config
 
@@ -55,7 +56,7 @@ def test_diloco_h1_sgd_equals_minibatch_sgd(tiny_env, tmp_path):
   lr = 0.05
   config = tiny_config("diloco", tiny_env, H=1, total_local_steps=16,
                        **{"outer.lr": 1.0, "outer.momentum": 0.0})
-  problem = make_problem(train.resolve_config(config))
+  problem = make_problem(config_lib.resolve(config))
   problem = problem._replace(worker_optimizer=optim.worker_sgd(),
                              learning_rate=optax.constant_schedule(lr))
   train.train_and_evaluate(config, str(tmp_path), problem=problem)
@@ -63,7 +64,7 @@ def test_diloco_h1_sgd_equals_minibatch_sgd(tiny_env, tmp_path):
   with ocp.StandardCheckpointer() as ck:
     got = ck.restore(str(tmp_path / "final_model"))
 
-  schedule = train.build_schedule(train.resolve_config(config))
+  schedule = schedule_lib.schedule_from_config(config_lib.resolve(config))
   grad = jax.jit(jax.grad(problem.loss))
   x = problem.init_params()
   starts = []

@@ -118,25 +118,26 @@ BASE = dict(algorithm="halos", H=8, total_local_steps=100, local_batch=64, globa
 
 
 @pytest.mark.parametrize("change, fragment", [
-    ({"algorithm": "fedavg"}, "algorithm must be one of"),
-    ({"H": 0}, "H must be an integer >= 1, got 0"),
-    ({"H": 2.5}, "H must be an integer"),
-    ({"H": True}, "H must be an integer"),
+    ({"algorithm": "fedavg"}, "algorithm='fedavg': must be one of"),
+    ({"H": 0}, "H=0: must be an integer >= 1"),
+    ({"H": 2.5}, "H=2.5: must be an integer"),
+    ({"H": True}, "H=True: must be an integer"),
     ({"total_local_steps": 0}, "total_local_steps"),
     ({"local_batch": -1}, "local_batch"),
     ({"global_batch": "1024"}, "global_batch"),
-    ({"step_time_ms": 0.0}, "step_time_ms must be a positive finite number"),
+    ({"step_time_ms": 0.0}, "step_time_ms=0.0: must be a finite number > 0"),
     ({"step_time_ms": math.inf}, "step_time_ms"),
-    ({"message_bytes": 2.8e8}, "message_bytes must be an integer"),
-    ({"rescale_local_steps": "yes"}, "rescale_local_steps must be True or False"),
+    ({"message_bytes": 2.8e8}, "message_bytes=280000000.0: must be an integer"),
+    ({"rescale_local_steps": "yes"}, "rescale_local_steps='yes': must be True or False"),
     ({"K": None}, "K is required for algorithm 'halos'"),
-    ({"K": 0}, "K must be an integer >= 1"),
+    ({"K": 0}, "K=0: must be an integer >= 1"),
     ({"workers_per_lps": None}, "workers_per_lps is required"),
 ])
 def test_invalid_settings(change, fragment):
   with pytest.raises(InvalidSettings) as e:
     ScheduleSettings(**{**BASE, **change})
   assert fragment in str(e.value)
+  assert e.value.field == next(iter(change))  # the error names its field
 
 
 def test_lps_grouping_must_fit_the_regions():

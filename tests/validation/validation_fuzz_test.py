@@ -1,7 +1,7 @@
 """Fuzzed bad input: every malformed config or environment file is one error line, nothing written.
 
 Two hypothesis tests of 300 derandomized examples each (600 malformed inputs in all) run
-in-process through `train.train_and_evaluate` with `resolve_config` replaced by a sentinel, so a
+in-process through `train.train_and_evaluate` with `config_lib.resolve` replaced by a sentinel, so a
 config that got past validation fails the test at once instead of training. Each must raise
 `ConfigError` (a ValueError) whose message is one line naming the field, and leave no workdir.
 A small sample then goes through `python -m experiments.train` in subprocesses (absl flag

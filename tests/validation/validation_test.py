@@ -6,6 +6,7 @@ import ml_collections
 import numpy as np
 import pytest
 
+from halos_jax import cli
 from halos_jax import train
 from halos_jax import validation
 from halos_jax.data import mmidx
@@ -235,4 +236,4 @@ def test_environment_paths_the_os_rejects(tmp_path):
 def test_error_line_keeps_the_last_line_of_an_embedded_traceback():
   text = ("flag --config=c.py:x: Error whilst parsing config file:\n\nTraceback (most recent "
           "call last):\n  File \"c.py\", line 3\n    raise ValueError\nValueError: bad arg\n")
-  assert validation.error_line(text) == "flag --config=c.py:x: ValueError: bad arg"
+  assert cli.error_line(text) == "flag --config=c.py:x: ValueError: bad arg"

@@ -7,6 +7,7 @@ from unittest import mock
 import ml_collections
 
 from halos_jax import algorithms
+from halos_jax import config_lib
 from halos_jax import train
 from halos_jax import validation
 
@@ -48,13 +49,13 @@ def del_path(d: dict, path: str) -> None:
 
 
 class ValidationPassed(Exception):
-  """Raised in place of train.resolve_config: the config got past validation."""
+  """Raised in place of config_lib.resolve: the config got past validation."""
 
 
 @contextlib.contextmanager
 def stop_after_validation():
   """train_and_evaluate stops right after validation instead of building the run."""
-  with mock.patch.object(train, "resolve_config", side_effect=ValidationPassed):
+  with mock.patch.object(config_lib, "resolve", side_effect=ValidationPassed):
     yield
 
 

@@ -64,6 +64,6 @@ def get_config(arg=None):
   # Validation every 32 local steps (runlocal default 128) resolves time-to-target finely; it
   # costs a forward pass of 64 sequences each and does not change the training.
   c.overrides = "val_interval=32" if size == "runlocal" else ""
-  c.configs_dir = ""  # where configs/<algorithm>.py live ('': this checkout's configs/)
+  c.configs_dir = ""  # where configs/<algorithm>.py live ('': the package's, halos_jax/configs/)
   c.plots = True  # write val_loss_vs_{time,tokens}.png
   return c

@@ -102,13 +102,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       state = checkpointer.latest(template)
       # Every process resumes from the same event (this also orders process 0's next save
       # after every process's read).
-      distributed.agree(-1 if state is None else int(state.meta["cursor"]),
+      distributed.agree(-1 if state is None else int(state.meta.cursor),
                         "the event to resume from")
       if primary:  # only now: a workdir of a different run was refused above, untouched
         metrics_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
       if state is not None and primary:
-        print(f"[train] resuming from event {state.meta['cursor']} of {len(schedule.events)} "
-              f"({state.meta['counted_steps']} local steps)", flush=True)
+        print(f"[train] resuming from event {state.meta.cursor} of {len(schedule.events)} "
+              f"({state.meta.counted_steps} local steps)", flush=True)
       final = replay.run(state or template)
       checkpointer.save(final)
     finally:
@@ -116,7 +116,7 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
 
   evaluated = rules.evaluated(final.tree["servers"])
   meta = final.meta
-  val = [m for m in meta["metrics"] if m["kind"] == "val"]
+  val = [m for m in meta.metrics if m["kind"] == "val"]
   stop = schedule.events[-1]
   summary = {
       "algorithm": config.algorithm,
@@ -124,15 +124,15 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "runlocal": bool(config.runlocal),
       "final_val_loss": val[-1]["val_loss"],
       "simulated_time_ms": float(stop.t),
-      "local_steps": int(meta["counted_steps"]),
-      "tokens": int(meta["counted_steps"]) * int(config.local_batch) * problem.tokens_per_sequence,
-      "server_updates": int(meta["server_updates"]),
-      "rounds_computed": int(meta["rounds_computed"]),
-      "steps_computed": int(meta["steps_computed"]),
-      "skipped_updates": int(meta.get("skipped_updates", 0)),  # nonfinite='skip'
+      "local_steps": int(meta.counted_steps),
+      "tokens": int(meta.counted_steps) * int(config.local_batch) * problem.tokens_per_sequence,
+      "server_updates": int(meta.server_updates),
+      "rounds_computed": int(meta.rounds_computed),
+      "steps_computed": int(meta.steps_computed),
+      "skipped_updates": int(meta.skipped_updates),  # nonfinite='skip'
       "schedule_sha256": schedule.sha256(),
       "params_sha256": params_sha256(evaluated),
-      "wall_time_s": round(meta["wall_s"], 3),
+      "wall_time_s": round(meta.wall_s, 3),
       "devices": runner.num_devices,
       "parallel": bool(config.replay.parallel),
   }
@@ -141,13 +141,13 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
                        "paper's timing (Pythia-70M messages, 238.391 ms per step)")
   if not primary:
     return summary
-  metrics_lib.write_jsonl(os.path.join(workdir, "metrics.jsonl"), meta["metrics"])
+  metrics_lib.write_jsonl(os.path.join(workdir, "metrics.jsonl"), meta.metrics)
   schedule.write_jsonl(os.path.join(workdir, "schedule.jsonl"))
   ckpt_lib.save_params(os.path.join(workdir, "final_model"), evaluated)
   if config.replay.plots:
     title = f"{config.algorithm} ({problem.name}, {config.env})"
     summary["plots"] = metrics_lib.plot_validation(
-        meta["metrics"], os.path.join(workdir, "val_loss"), title)
+        meta.metrics, os.path.join(workdir, "val_loss"), title)
     from halos_jax.schedule import plots  # pylint: disable=g-import-not-at-top
     gantt = os.path.join(workdir, "gantt.png")
     plots.gantt(schedule, gantt)

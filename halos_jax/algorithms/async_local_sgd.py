@@ -35,12 +35,8 @@ PAPER_SPEEDUP = 2.1  # the paper: HALoS up to 2.1x faster than Async Local-SGD
 COMPARISON_REFERENCE = False
 
 
-def local_H(settings: ScheduleSettings) -> int:
-  return settings.H
-
-
-def rescale(settings: ScheduleSettings) -> bool:
-  return settings.rescale_local_steps
+local_H = base.configured_H
+rescale = base.configured_rescale
 
 
 def make_plan(env: Environment, settings: ScheduleSettings) -> plan_lib.Plan:

@@ -18,6 +18,17 @@ Params = Any
 Servers = dict
 
 
+# The `local_H` and `rescale` of most algorithms: H and DynUpd as configured.
+def configured_H(settings) -> int:
+  """H as the settings give it."""
+  return settings.H
+
+
+def configured_rescale(settings) -> bool:
+  """DynUpd when the settings ask for it (`rescale_local_steps`)."""
+  return settings.rescale_local_steps
+
+
 class ServerRules:
   """Base class. Subclasses implement the events their schedules contain."""
   gradient_rounds = False  # True: worker rounds return gradients (ddp)

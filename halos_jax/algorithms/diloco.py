@@ -27,13 +27,8 @@ PAPER_SPEEDUP = 7.5  # the paper: HALoS up to 7.5x faster than synchronous DiLoC
 COMPARISON_REFERENCE = False
 
 
-def local_H(settings: ScheduleSettings) -> int:
-  return settings.H
-
-
-def rescale(settings: ScheduleSettings) -> bool:
-  """DynUpd only when asked for (`rescale_local_steps`); diloco_dynupd forces it."""
-  return settings.rescale_local_steps
+local_H = base.configured_H
+rescale = base.configured_rescale  # DynUpd only when asked for; diloco_dynupd forces it
 
 
 def make_plan(env: Environment, settings: ScheduleSettings) -> plan_lib.Plan:

@@ -45,12 +45,8 @@ COMPARISON_REFERENCE = True
 GPS_REGION = 0  # the GPS lives in region 0
 
 
-def local_H(settings: ScheduleSettings) -> int:
-  return settings.H
-
-
-def rescale(settings: ScheduleSettings) -> bool:
-  return settings.rescale_local_steps
+local_H = base.configured_H
+rescale = base.configured_rescale
 
 
 def _lps_layout(env: Environment, wpl: int) -> tuple[np.ndarray, tuple]:

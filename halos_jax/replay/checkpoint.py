@@ -16,7 +16,6 @@ from __future__ import annotations
 import contextlib
 import errno
 import glob
-import json
 import logging
 import os
 import re
@@ -29,17 +28,13 @@ from typing import Any
 import jax
 import orbax.checkpoint as ocp
 
-from halos_jax.replay.engine import ReplayState
+from halos_jax.replay.state import ReplayMeta, ReplayState
 
 log = logging.getLogger(__name__)
 
 
 class CheckpointError(RuntimeError):
   """A checkpoint cannot be used (corrupt, or made by a different config) or written."""
-
-
-def _jsonable(meta: dict) -> dict:
-  return json.loads(json.dumps({k: v for k, v in meta.items() if not k.startswith("_")}))
 
 
 _OS_CAUSES = tuple(os.strerror(e) for e in (
@@ -193,7 +188,7 @@ class Checkpointer:
       CheckpointError: the save failed ('could not save checkpoint to PATH: CAUSE'); whatever
         it had written is removed, older steps are untouched.
     """
-    meta = _jsonable(state.meta)
+    meta = state.meta.to_json()
     meta["identity"] = self.identity
     step = int(meta["cursor"])
     if step in self._unreadable:  # replace an unreadable step by a good one
@@ -256,7 +251,7 @@ class Checkpointer:
           raise ValueError("its meta JSON has no run identity")
         other = next((k for k, want in self.identity.items() if ident.get(k) != want), None)
         if other is None:
-          _check_meta(meta, template.meta)
+          ReplayMeta.check_json(meta, template.num_workers)
           with _orbax_quiet_on_failure():
             tree = self.manager.restore(
                 step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
@@ -272,7 +267,7 @@ class Checkpointer:
             f"the checkpoints in {self.directory} were made with a different {other} "
             f"({ident.get(other)!s:.16} != {self.identity[other]!s:.16}); use a new --workdir "
             "or the same config")
-      return ReplayState(_placed(tree, template.tree), meta)
+      return ReplayState(_placed(tree, template.tree), ReplayMeta.from_json(meta))
     raise CheckpointError(
         f"no readable checkpoint in {self.directory} ({'; '.join(errors)}); move it away to "
         "start over")
@@ -286,19 +281,6 @@ class Checkpointer:
       if not self._failed:
         raise CheckpointError(
             f"could not finish writing checkpoints to {self.directory}: {reason(e)}") from e
-
-
-def _check_meta(meta: dict, template: dict) -> None:
-  """A restored meta must be a whole one: every key of a fresh state's, per-worker lists of the
-  right length (else the JSON is corrupt or from an unknown writer)."""
-  missing = [k for k in template if k not in meta]
-  if missing:
-    raise ValueError(f"meta JSON lacks {', '.join(missing)}")
-  for key in ("status", "spec"):
-    if not isinstance(meta[key], list) or len(meta[key]) != len(template[key]):
-      raise ValueError(f"meta JSON: '{key}' is not a list of {len(template[key])} workers")
-  if not isinstance(meta["cursor"], int) or meta["cursor"] < 0:
-    raise ValueError(f"meta JSON: cursor {meta['cursor']!r} is not an event index")
 
 
 def save_params(path: str, params: Any) -> None:

@@ -20,7 +20,6 @@ Faults (docs/replay.md, "Faults"):
 """
 from __future__ import annotations
 
-import dataclasses
 import math
 import sys
 import time
@@ -35,16 +34,9 @@ from halos_jax.replay import interrupts
 from halos_jax.replay import nonfinite
 from halos_jax.replay.problem import Problem
 from halos_jax.replay.rounds import RoundResult, RoundRunner, RoundSpec
+from halos_jax.replay.state import COMPUTED, IDLE, PENDING, ReplayMeta, ReplayState
 from halos_jax.algorithms.base import ServerRules
 
-IDLE, PENDING, COMPUTED = "idle", "pending", "computed"
-
-
-@dataclasses.dataclass
-class ReplayState:
-  """The whole simulation at an event boundary: arrays (`tree`) and host bookkeeping (`meta`)."""
-  tree: dict  # servers, worker_opt[W], snapshot[W], delta[W], loss[W]
-  meta: dict  # cursor, status[W], spec[W], counters, metrics so far, ...
 
 
 class Replay:
@@ -105,23 +97,7 @@ class Replay:
         "delta": [x0] * w,
         "loss": [jnp.zeros((), jnp.float32)] * w,
     }
-    meta = {
-        "cursor": 0,
-        "status": [IDLE] * w,
-        "spec": [None] * w,
-        "counted_steps": 0,
-        "server_updates": 0,
-        "next_eval": 0,
-        "next_log": int(self.config.log_interval),
-        "window": [0.0, 0],  # sum of H-weighted train loss, steps, since the last train record
-        "update_acc": [0.0, 0],  # the same since the last counting event
-        "metrics": [],
-        "wall_s": 0.0,
-        "rounds_computed": 0,
-        "steps_computed": 0,  # local steps actually run (in-flight rounds at the stop included)
-        "skipped_updates": 0,  # server updates skipped for non-finite results (policy 'skip')
-    }
-    return ReplayState(tree, meta)
+    return ReplayState(tree, ReplayMeta.fresh(w, self.config.log_interval))
 
   # -- evaluation ------------------------------------------------------------------------------
 
@@ -146,25 +122,21 @@ class Replay:
     """Runs from `state` (or the start) to the `stop` event; returns the final state."""
     state = state or self.initial_state()
     tree, meta = state.tree, state.meta
-    # Losses and skip checks since the last update record, saved by an interruption checkpoint.
-    for key in ("pending_losses", "pending_skips"):
-      if key in meta:
-        meta["_" + key] = [list(e) for e in meta.pop(key)]
-    wall0 = time.time() - meta["wall_s"]
+    wall0 = time.time() - meta.wall_s
     events = self.events
     last_progress = 0.0
     progress_every = 1.0 if sys.stdout.isatty() else 10.0  # a live line, or sparse log lines
-    if meta["cursor"] == 0 and not meta["metrics"]:
+    if meta.cursor == 0 and not meta.metrics:
       self._evaluate(tree, meta, t_ms=0.0, wall0=wall0)
 
-    while meta["cursor"] < len(events):
-      ev = events[meta["cursor"]]
+    while meta.cursor < len(events):
+      ev = events[meta.cursor]
       kind = ev.kind
       if kind == "start":
         w = ev.worker
         tree["snapshot"][w] = self.rules.model(tree["servers"], ev.server)
-        meta["spec"][w] = RoundSpec(ev.round, w, ev.H, ev.data_start, ev.data_end, ev.lr_offset)
-        meta["status"][w] = PENDING
+        meta.spec[w] = RoundSpec(ev.round, w, ev.H, ev.data_start, ev.data_end, ev.lr_offset)
+        meta.status[w] = PENDING
       elif kind == "arrive":
         w = ev.worker
         self._ensure_computed(tree, meta, w)
@@ -182,7 +154,7 @@ class Replay:
         for w in workers:
           self._ensure_computed(tree, meta, w)
         results = [RoundResult(tree["delta"][w], None, tree["loss"][w]) for w in workers]
-        specs = [RoundSpec(*meta["spec"][w]) for w in workers]
+        specs = [RoundSpec(*meta.spec[w]) for w in workers]
         before = tree["servers"]
         tree["servers"] = self.rules.on_sync(before, ev, results, specs)
         if self.skip:
@@ -191,14 +163,14 @@ class Replay:
           tree["servers"] = self._skip_if_nonfinite(code, before, tree["servers"], ev, meta,
                                                     workers=workers)
         for w in workers:
-          meta["status"][w] = IDLE
+          meta.status[w] = IDLE
       elif kind == "stop":
-        meta["cursor"] += 1
+        meta.cursor += 1
         break
       else:
         tree["servers"] = getattr(self.rules, "on_" + kind)(tree["servers"], ev)
         self.rules.check(tree["servers"], ev)
-      meta["cursor"] += 1
+      meta.cursor += 1
       if self.on_event is not None:
         self.on_event(ev, tree, self.rules)
 
@@ -208,18 +180,19 @@ class Replay:
       if self.config.replay.progress and now - last_progress > progress_every:
         last_progress = now
         self._progress(meta, ev, now - wall0)
-      if interrupts.interrupt_request and meta["cursor"] < len(events):
+      if interrupts.interrupt_request and meta.cursor < len(events):
         self._interrupt(tree, meta, wall0)
 
     if self.config.replay.progress and sys.stdout.isatty():
       print(flush=True)  # end the live line
-    meta["wall_s"] = time.time() - wall0
-    last = meta["metrics"][-1] if meta["metrics"] else None
-    if last is None or last["kind"] != "val" or last["local_steps"] != meta["counted_steps"]:
-      self._evaluate(tree, meta, t_ms=float(events[meta["cursor"] - 1].t), wall0=wall0)
+    meta.wall_s = time.time() - wall0
+    last = meta.metrics[-1] if meta.metrics else None
+    if last is None or last["kind"] != "val" or last["local_steps"] != meta.counted_steps:
+      self._evaluate(tree, meta, t_ms=float(events[meta.cursor - 1].t), wall0=wall0)
     self._resolve_metrics(meta)
     # Skips after the last update record are counted too (they changed an LPS, say).
-    self._count_skips(meta, jax.device_get(meta.pop("_pending_skips", [])))
+    skips, meta.pending_skips = meta.pending_skips, []
+    self._count_skips(meta, jax.device_get(skips))
     self._check_servers_finite(tree, meta)
     return ReplayState(tree, meta)
 
@@ -227,22 +200,22 @@ class Replay:
 
   @staticmethod
   def _worker_of_round(meta, round_id):
-    for w, spec in enumerate(meta["spec"]):
+    for w, spec in enumerate(meta.spec):
       if spec is not None and spec[0] == round_id:
         return w
     raise AssertionError(f"round {round_id} has no start event before its sync")
 
   def _ensure_computed(self, tree, meta, w):
     """Computes worker w's round, and with it every other round already dispatched."""
-    if meta["status"][w] == COMPUTED:
+    if meta.status[w] == COMPUTED:
       return
-    if meta["status"][w] != PENDING:
+    if meta.status[w] != PENDING:
       raise AssertionError(f"worker {w} arrives without a round in flight")
     if self.runner.parallel:
-      todo = [v for v in range(self.num_workers) if meta["status"][v] == PENDING]
+      todo = [v for v in range(self.num_workers) if meta.status[v] == PENDING]
     else:
       todo = [w]
-    specs = [RoundSpec(*meta["spec"][v]) for v in todo]
+    specs = [RoundSpec(*meta.spec[v]) for v in todo]
     old_opts = [tree["worker_opt"][v] for v in todo]
     results = self.runner.run(specs, [tree["snapshot"][v] for v in todo], old_opts)
     codes = nonfinite.nonfinite_codes([r.delta for r in results], [r.loss for r in results])
@@ -251,15 +224,15 @@ class Replay:
       results = [r._replace(opt_state=nonfinite.select_if_finite(c, r.opt_state, o))
                  for r, c, o in zip(results, codes, old_opts)]
     else:
-      meta.setdefault("_round_checks", []).append((codes, specs, meta["cursor"]))
+      meta.round_checks.append((codes, specs, meta.cursor))
     for v, res in zip(todo, results):
       tree["delta"][v] = res.delta
       tree["worker_opt"][v] = res.opt_state
       tree["loss"][v] = res.loss
       tree["snapshot"][v] = tree["delta"][v]  # the snapshot is no longer needed: free it
-      meta["status"][v] = COMPUTED
-    meta["rounds_computed"] += len(todo)
-    meta["steps_computed"] += sum(s.H for s in specs)
+      meta.status[v] = COMPUTED
+    meta.rounds_computed += len(todo)
+    meta.steps_computed += sum(s.H for s in specs)
     self._since_sync += 1
     if self._since_sync >= max(1, int(self.config.replay.sync_every)):
       # CPU collectives must not pile up: wait for this batch before dispatching more.
@@ -267,7 +240,7 @@ class Replay:
       self._since_sync = 0
 
   def _account_loss(self, meta, loss, steps, code=None):
-    meta.setdefault("_pending_losses", []).append([loss, int(steps), code])
+    meta.pending_losses.append([loss, int(steps), code])
 
   def _skip_if_nonfinite(self, code, before, after, ev, meta, workers=None):
     """Policy 'skip': `after` if code == 0, else the servers with this update skipped.
@@ -284,14 +257,14 @@ class Replay:
     for i, leaf in zip(changed, chosen):
       new[i] = leaf
     workers = [ev.worker] if workers is None else list(workers)
-    rounds = [RoundSpec(*meta["spec"][w]).round for w in workers]
-    info = {"event": meta["cursor"], "kind": ev.kind, "t_ms": float(ev.t), "workers": workers,
+    rounds = [RoundSpec(*meta.spec[w]).round for w in workers]
+    info = {"event": meta.cursor, "kind": ev.kind, "t_ms": float(ev.t), "workers": workers,
             "rounds": rounds, "gradient": bool(self.rules.gradient_rounds)}
-    meta.setdefault("_pending_skips", []).append([code, info])
+    meta.pending_skips.append([code, info])
     return jax.tree.unflatten(treedef, new)
 
   def _count_skips(self, meta, skips) -> int:
-    """Counts resolved skip checks [(code, info)] into meta['skipped_updates'] and logs them."""
+    """Counts resolved skip checks [(code, info)] into meta.skipped_updates and logs them."""
     n = 0
     for code, info in skips:
       if int(code):
@@ -301,33 +274,33 @@ class Replay:
         self.log(f"[replay] skipped the server update at event {info['event']} "
                  f"({info['kind']}, simulated time {info['t_ms'] / 1e3:.3f} s): non-finite "
                  f"{nonfinite.describe(int(code), info['gradient'])} ({rounds})")
-    meta["skipped_updates"] = meta.get("skipped_updates", 0) + n
+    meta.skipped_updates += n
     return n
 
   def _on_count(self, tree, meta, ev, wall0):
     """A server update of the evaluated model: metrics, validation, checkpoints."""
-    meta["counted_steps"] = int(ev.counted_steps)
-    meta["server_updates"] += 1
+    meta.counted_steps = int(ev.counted_steps)
+    meta.server_updates += 1
     t_ms = float(ev.t)
-    steps = meta["counted_steps"]
-    record = {"kind": "update", "server_updates": meta["server_updates"], "local_steps": steps,
+    steps = meta.counted_steps
+    record = {"kind": "update", "server_updates": meta.server_updates, "local_steps": steps,
               "tokens": steps * self.tokens_per_step, "t_ms": t_ms,
               "wall_s": round(time.time() - wall0, 3)}
-    record["_losses"] = meta.pop("_pending_losses", [])
+    record["_losses"], meta.pending_losses = meta.pending_losses, []
     if self.skip:
-      record["_skips"] = meta.pop("_pending_skips", [])
-    meta["metrics"].append(record)
-    if steps >= meta["next_log"]:
+      record["_skips"], meta.pending_skips = meta.pending_skips, []
+    meta.metrics.append(record)
+    if steps >= meta.next_log:
       self._resolve_metrics(meta)
-      s, n = meta["window"]
-      meta["metrics"].append({
+      s, n = meta.window
+      meta.metrics.append({
           "kind": "train", "local_steps": steps, "tokens": steps * self.tokens_per_step,
           "t_ms": t_ms, "wall_s": round(time.time() - wall0, 3),
           "train_loss": (s / n) if n else None})
-      meta["window"] = [0.0, 0]
-      while meta["next_log"] <= steps:
-        meta["next_log"] += int(self.config.log_interval)
-    if steps >= meta["next_eval"]:
+      meta.window = [0.0, 0]
+      while meta.next_log <= steps:
+        meta.next_log += int(self.config.log_interval)
+    if steps >= meta.next_eval:
       self._evaluate(tree, meta, t_ms, wall0)
     if self.checkpointer is not None and self._checkpoint_due(meta):
       self._save(tree, meta, wall0)
@@ -336,22 +309,17 @@ class Replay:
     """Checkpoints the state at this event boundary (after checking it is all finite)."""
     self._resolve_metrics(meta)
     self._check_servers_finite(tree, meta)
-    meta["wall_s"] = time.time() - wall0
+    meta.wall_s = time.time() - wall0
     # Losses and skip checks not yet in an update record (an interruption between two
     # counting events) go into the checkpoint as plain numbers.
-    got = jax.device_get((meta.get("_pending_losses", []), meta.get("_pending_skips", [])))
-    losses = [[float(v), int(s), None if c is None else int(c)] for v, s, c in got[0]]
-    skips = [[int(c), info] for c, info in got[1]]
-    meta["_pending_losses"], meta["_pending_skips"] = losses, skips
-    if losses:
-      meta["pending_losses"] = losses
-    if skips:
-      meta["pending_skips"] = skips
+    got = jax.device_get((meta.pending_losses, meta.pending_skips))
+    meta.pending_losses = [[float(v), int(s), None if c is None else int(c)] for v, s, c in got[0]]
+    meta.pending_skips = [[int(c), info] for c, info in got[1]]
+    meta.save_pending = True
     try:
       self.checkpointer.save(ReplayState(tree, meta))
     finally:
-      meta.pop("pending_losses", None)
-      meta.pop("pending_skips", None)
+      meta.save_pending = False
     self._last_save = time.time()
 
   def _interrupt(self, tree, meta, wall0):
@@ -359,8 +327,8 @@ class Replay:
     path = None
     if self.checkpointer is not None:
       self._save(tree, meta, wall0)
-      path = self.checkpointer.step_path(meta["cursor"])
-    raise interrupts.Interrupted(signum, meta["cursor"], len(self.events), path)
+      path = self.checkpointer.step_path(meta.cursor)
+    raise interrupts.Interrupted(signum, meta.cursor, len(self.events), path)
 
   def _last_good(self) -> str:
     if self.checkpointer is None:
@@ -373,9 +341,9 @@ class Replay:
   def _check_servers_finite(self, tree, meta):
     if bool(nonfinite.all_finite_jit(tree["servers"])):
       return
-    ev = self.events[meta["cursor"] - 1]
+    ev = self.events[meta.cursor - 1]
     raise nonfinite.NonFiniteError(
-        f"the servers' state is not finite at event {meta['cursor'] - 1} ({ev.kind}, simulated "
+        f"the servers' state is not finite at event {meta.cursor - 1} ({ev.kind}, simulated "
         f"time {ev.t / 1e3:.3f} s) although no non-finite round result was applied (a "
         f"diverging server optimizer? check its learning rate); {self._last_good()}")
 
@@ -399,7 +367,7 @@ class Replay:
     are taken does not change any result (a resumed run is bitwise the uninterrupted one).
     """
     every = int(self.config.checkpoint_every)
-    if every > 0 and meta["server_updates"] % every == 0:
+    if every > 0 and meta.server_updates % every == 0:
       return True
     every_s = float(self.config.checkpoint_every_s)
     return every_s > 0 and time.time() - self._last_save >= every_s
@@ -408,8 +376,8 @@ class Replay:
     """Turns device-side losses of update records into floats, reads the non-finite flags of
     the rounds computed since the last call (policy 'stop': raises on the first), counts the
     skipped updates (policy 'skip'); one host transfer."""
-    todo = [r for r in meta["metrics"] if "_losses" in r]
-    checks = meta.pop("_round_checks", [])
+    todo = [r for r in meta.metrics if "_losses" in r]
+    checks, meta.round_checks = meta.round_checks, []
     if not todo and not checks:
       return
     got = jax.device_get({
@@ -427,30 +395,30 @@ class Replay:
       pairs = [(v, s) for (v, c), (_, s, _) in zip(values, entries) if not c]
       n = sum(s for _, s in pairs)
       r["train_loss"] = (sum(float(v) * s for v, s in pairs) / n) if n else None
-      meta["window"][0] += sum(float(v) * s for v, s in pairs)
-      meta["window"][1] += n
+      meta.window[0] += sum(float(v) * s for v, s in pairs)
+      meta.window[1] += n
       if self.skip:
         r["skipped"] = self._count_skips(meta, skips)
 
   def _evaluate(self, tree, meta, t_ms, wall0):
-    steps = meta["counted_steps"]
+    steps = meta.counted_steps
     loss = self.validation_loss(self.rules.evaluated(tree["servers"]))
-    meta["metrics"].append({
+    meta.metrics.append({
         "kind": "val", "local_steps": steps, "tokens": steps * self.tokens_per_step,
         "t_ms": t_ms, "wall_s": round(time.time() - wall0, 3), "val_loss": loss})
     interval = int(self.config.val_interval)
-    while meta["next_eval"] <= steps:
-      meta["next_eval"] += interval
+    while meta.next_eval <= steps:
+      meta.next_eval += interval
 
   def _progress(self, meta, ev, wall):
     """One line: simulated-time progress (the schedule's stop time is known), steps, val, ETA."""
     total = int(self.config.total_local_steps)
     t_stop = float(self.events[len(self.events) - 1].t) or 1.0
     frac = min(1.0, float(ev.t) / t_stop)
-    vals = [m["val_loss"] for m in meta["metrics"] if m["kind"] == "val"]
+    vals = [m["val_loss"] for m in meta.metrics if m["kind"] == "val"]
     eta = wall / frac - wall if frac > 0 else float("nan")
     line = (f"sim {ev.t / 1e3:8.1f}/{t_stop / 1e3:.1f} s ({100 * frac:5.1f}%)  "
-            f"local steps {meta['counted_steps']}/{total}  val {vals[-1]:.4f}  "
+            f"local steps {meta.counted_steps}/{total}  val {vals[-1]:.4f}  "
             f"wall {wall:6.1f}s  eta {eta if math.isfinite(eta) else 0:6.1f}s")
     if sys.stdout.isatty():
       sys.stdout.write("\r" + line + " " * 4)

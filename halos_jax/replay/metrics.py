@@ -31,10 +31,8 @@ def write_json(path: str, obj: dict) -> None:
 
 def plot_validation(metrics: list[dict], out_prefix: str, title: str) -> list[str]:
   """Validation loss vs simulated time (h) and vs tokens; returns the PNG paths written."""
-  import matplotlib  # pylint: disable=g-import-not-at-top
-  matplotlib.use("Agg")
-  import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
-
+  from halos_jax.schedule import plots  # pylint: disable=g-import-not-at-top
+  plt = plots.pyplot()
   val = [m for m in metrics if m["kind"] == "val"]
   paths = []
   for key, label, scale, name in (("t_ms", "simulated time (h)", 1 / 3.6e6, "time"),
@@ -47,9 +45,6 @@ def plot_validation(metrics: list[dict], out_prefix: str, title: str) -> list[st
     ax.grid(alpha=0.3)
     fig.tight_layout()
     path = f"{out_prefix}_vs_{name}.png"
-    tmp = path + ".tmp.png"
-    fig.savefig(tmp, dpi=100)
-    plt.close(fig)
-    os.replace(tmp, path)
+    plots.save_png(fig, path, dpi=100)
     paths.append(path)
   return paths

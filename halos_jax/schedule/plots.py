@@ -14,7 +14,8 @@ from halos_jax.schedule import events as ev
 from halos_jax.schedule.analysis import gps_staleness, server_staleness, worker_intervals
 
 
-def _pyplot():
+def pyplot():
+  """matplotlib.pyplot with the Agg backend (no display needed), imported on first use."""
   import matplotlib  # pylint: disable=g-import-not-at-top
   matplotlib.use("Agg")
   import matplotlib.pyplot as plt  # pylint: disable=g-import-not-at-top
@@ -29,14 +30,15 @@ def _time_unit(t_ms: float) -> tuple[str, float]:
   return "h", 3.6e6
 
 
-def _save(fig, path) -> None:
-  """savefig to a temporary sibling, then rename (no partial PNG on failure)."""
+def save_png(fig, path, dpi: int = 110) -> None:
+  """savefig to a temporary sibling, then rename (no partial PNG on failure); closes fig."""
   path = Path(path)
   tmp = ev.temporary_sibling(path)
   try:
-    fig.savefig(tmp, format="png", dpi=110)
+    fig.savefig(tmp, format="png", dpi=dpi)
     os.replace(tmp, path)
   finally:
+    pyplot().close(fig)
     if tmp.exists():
       tmp.unlink()
 
@@ -49,7 +51,7 @@ def gantt(schedule, path, t_max_ms: float | None = None) -> None:
     path: output PNG (written atomically).
     t_max_ms: show [0, t_max_ms] only (default: the whole run).
   """
-  plt = _pyplot()
+  plt = pyplot()
   s, env, plan = schedule.settings, schedule.env, schedule.plan
   c = schedule.columns
   t_end = schedule.summary_basic()["simulated_time_ms"]
@@ -128,13 +130,12 @@ def gantt(schedule, path, t_max_ms: float | None = None) -> None:
                + (f" (showing the first {t_max / scale:.3g} {unit})" if t_max < t_end else ""),
                fontsize=10)
   fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
-  _save(fig, path)
-  plt.close(fig)
+  save_png(fig, path)
 
 
 def staleness_histogram(schedule, path) -> None:
   """Staleness histogram PNG (server level; for halos also the GPS level of the Deltas)."""
-  plt = _pyplot()
+  plt = pyplot()
   s = schedule.settings
   panels = [(s.algorithm_module.LABELS["server"] if schedule.plan.hierarchical else "server",
              server_staleness(schedule),
@@ -155,5 +156,4 @@ def staleness_histogram(schedule, path) -> None:
     ax.set_ylabel("updates")
   fig.suptitle(f"{s.algorithm} on {schedule.env.name}", fontsize=10)
   fig.tight_layout()
-  _save(fig, path)
-  plt.close(fig)
+  save_png(fig, path)

@@ -45,6 +45,13 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
   c.step_time_ms = PYTHIA_70M_STEP_MS  # ms per local step at relative speed 1
   c.message_bytes = config_dict.placeholder(int)  # bytes per message; None: fp32 model size
 
+  _add_worker(c)
+  _add_model_and_data(c)
+  _add_evaluation_and_replay(c)
+  return c
+
+
+def _add_worker(c: ml_collections.ConfigDict) -> None:
   # --- Worker inner optimizer: AdamW + warmup/cosine (docs/algorithms.md 2.1) ----------------
   c.worker = ml_collections.ConfigDict()
   c.worker.max_lr = 1e-3  # peak learning rate
@@ -57,6 +64,8 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
   c.worker.weight_decay = 0.1  # decoupled; weight matrices and embeddings only (docs/optimizers.md)
   c.worker.clip_norm = 1.0  # global-norm gradient clipping
 
+
+def _add_model_and_data(c: ml_collections.ConfigDict) -> None:
   # --- Model and data -----------------------------------------------------------------------
   c.problem = "lm"  # 'lm' (language model) or 'quadratic' (the hand-checkable toy problem)
   c.model = ml_collections.ConfigDict()
@@ -74,6 +83,8 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
   c.quadratic.dim = 16  # loss(x) = 0.5 sum_i h_i (x_i - 1)^2, h = linspace(0.1, 1, dim)
   c.quadratic.worker_lr = 0.1  # constant worker SGD learning rate
 
+
+def _add_evaluation_and_replay(c: ml_collections.ConfigDict) -> None:
   # --- Evaluation, logging, checkpoints, replay ---------------------------------------------
   c.val_interval = 2_048  # validate the evaluated model every this many local steps
   c.val_batch = 64  # sequences per validation forward pass
@@ -89,7 +100,6 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
   c.replay.sync_every = 4  # block_until_ready after this many dispatched batches
   c.replay.progress = True  # progress display (a live line on a terminal, log lines otherwise)
   c.replay.plots = True  # write PNG plots at the end
-  return c
 
 
 def shrink_to_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDict:

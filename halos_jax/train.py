@@ -79,7 +79,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     os.makedirs(workdir, exist_ok=True)
   else:
     config.replay.progress = False
-
   rules = algorithms.get(config.algorithm).server_rules(
       config, problem, schedule.env.num_workers, schedule.num_servers)
   h_max = max((ev.H for ev in schedule.events if ev.kind == "start"), default=1)
@@ -95,6 +94,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     checkpointer = distributed.ReadOnlyCheckpointer(checkpointer)
   replay = Replay(config, schedule, problem, rules, runner, checkpointer=checkpointer,
                   on_event=on_event)
+  final = _run_or_resume(replay, checkpointer, config, workdir, primary)
+  evaluated = rules.evaluated(final.tree["servers"])
+  summary = _summary(config, schedule, problem, final.meta, evaluated, runner.num_devices)
+  if primary:
+    _write_outputs(workdir, config, schedule, problem, final.meta, evaluated, summary)
+    summary["process_wall_s"] = round(time.time() - wall_start, 3)
+    metrics_lib.write_json(os.path.join(workdir, "summary.json"), summary)
+  return summary
+
+
+def _run_or_resume(replay, checkpointer, config, workdir: str, primary: bool):
+  """Resumes from the newest checkpoint (or starts), runs to the stop, saves the final state."""
   # SIGINT/SIGTERM: checkpoint at the next event boundary, then `interrupts.Interrupted`.
   with interrupt_on_signals():
     try:
@@ -107,23 +118,24 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       if primary:  # only now: a workdir of a different run was refused above, untouched
         metrics_lib.write_json(os.path.join(workdir, "config.json"), config.to_dict())
       if state is not None and primary:
-        print(f"[train] resuming from event {state.meta.cursor} of {len(schedule.events)} "
+        print(f"[train] resuming from event {state.meta.cursor} of {len(replay.events)} "
               f"({state.meta.counted_steps} local steps)", flush=True)
       final = replay.run(state or template)
       checkpointer.save(final)
     finally:
       checkpointer.close()
+  return final
 
-  evaluated = rules.evaluated(final.tree["servers"])
-  meta = final.meta
+
+def _summary(config, schedule, problem: Problem, meta, evaluated, num_devices: int) -> dict:
+  """The run's summary.json (without the process's wall time)."""
   val = [m for m in meta.metrics if m["kind"] == "val"]
-  stop = schedule.events[-1]
   summary = {
       "algorithm": config.algorithm,
       "problem": problem.name,
       "runlocal": bool(config.runlocal),
       "final_val_loss": val[-1]["val_loss"],
-      "simulated_time_ms": float(stop.t),
+      "simulated_time_ms": float(schedule.events[-1].t),
       "local_steps": int(meta.counted_steps),
       "tokens": int(meta.counted_steps) * int(config.local_batch) * problem.tokens_per_sequence,
       "server_updates": int(meta.server_updates),
@@ -133,14 +145,18 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
       "schedule_sha256": schedule.sha256(),
       "params_sha256": params_sha256(evaluated),
       "wall_time_s": round(meta.wall_s, 3),
-      "devices": runner.num_devices,
+      "devices": num_devices,
       "parallel": bool(config.replay.parallel),
   }
   if config.runlocal and config.problem == "lm":
     summary["note"] = ("runlocal: tiny model on the embedded corpus; simulated time uses the "
                        "paper's timing (Pythia-70M messages, 238.391 ms per step)")
-  if not primary:
-    return summary
+  return summary
+
+
+def _write_outputs(workdir: str, config, schedule, problem: Problem, meta, evaluated,
+                   summary: dict) -> None:
+  """metrics.jsonl, schedule.jsonl, the final model and the plots (process 0)."""
   metrics_lib.write_jsonl(os.path.join(workdir, "metrics.jsonl"), meta.metrics)
   schedule.write_jsonl(os.path.join(workdir, "schedule.jsonl"))
   ckpt_lib.save_params(os.path.join(workdir, "final_model"), evaluated)
@@ -152,9 +168,6 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
     gantt = os.path.join(workdir, "gantt.png")
     plots.gantt(schedule, gantt)
     summary["plots"].append(gantt)
-  summary["process_wall_s"] = round(time.time() - wall_start, 3)
-  metrics_lib.write_json(os.path.join(workdir, "summary.json"), summary)
-  return summary
 
 
 def format_summary(summary: dict) -> str:

@@ -25,6 +25,7 @@ from __future__ import annotations
 
 import heapq
 from array import array
+from typing import NamedTuple
 
 import numpy as np
 
@@ -79,10 +80,31 @@ def make_plan(env: Environment, settings: ScheduleSettings) -> plan_lib.Plan:
 ARRIVE_SEND = 7  # a processed arrival that also triggered a send (loop-internal code)
 
 
+class _Loop(NamedTuple):
+  """What the event loop records: processed events (payload << 3 | kind, and t) and the
+  exchanges (LPS, v_l and vhat_l at the send, steps reported, v_l at the merge)."""
+  codes: array
+  times: array
+  ex_lps: array
+  ex_v: array
+  ex_vhat: array
+  ex_steps: array
+  ex_vmerge: dict
+  counted: int
+  gps_version: int
+
+
 def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   """The HALoS schedule of (env, settings)."""
   plan = make_plan(env, settings)
-  w_count = env.num_workers
+  loop = _event_loop(plan, settings, env.num_workers)
+  cols, kind, ex_of = _round_columns(plan, settings, loop, env.num_workers)
+  _exchange_columns(cols, kind, ex_of, loop)
+  return ev.Schedule(settings, env, plan, _assemble.finish(cols))
+
+
+def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, w_count: int) -> _Loop:
+  """Runs the LPS/GPS state machines of docs/algorithms.md 2.6 in virtual time."""
   num_lps = plan.num_servers
   h = plan.worker_H.tolist()
   dur = plan.round_ms.tolist()
@@ -141,11 +163,17 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
       ex_vmerge[x] = v[l]
       send_at[l] = v[l] + k_updates
       heappop(heap)
+  return _Loop(codes, times, ex_lps, ex_v, ex_vhat, ex_steps, ex_vmerge, counted, gps_version)
 
+
+def _round_columns(plan: plan_lib.Plan, settings: ScheduleSettings, loop: _Loop, w_count: int):
+  """Every event's kind and time, and the rounds' columns; returns (cols, kind, exchange of each
+  event: the loop's payload, meaningful for gps_apply and merge)."""
+  ARRIVE, GPS_APPLY, MERGE = ev.ARRIVE, ev.GPS_APPLY, ev.MERGE  # pylint: disable=invalid-name
   # -- columns. Processed arrival -> [arrive, (send), start]; gps_apply, merge -> themselves;
   # -- W starts first and a stop last.
-  pkind, px = _assemble.decode(codes)
-  pt = np.frombuffer(times, dtype=np.float64)
+  pkind, px = _assemble.decode(loop.codes)
+  pt = np.frombuffer(loop.times, dtype=np.float64)
   is_arr = (pkind == ARRIVE) | (pkind == ARRIVE_SEND)
   per = np.where(pkind == ARRIVE_SEND, 3, np.where(is_arr, 2, 1))
   src = np.repeat(np.arange(len(pkind)), per)  # processed event of each emitted event
@@ -179,34 +207,38 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   cols, st, ar = _assemble.async_round_columns(
       kind, idx, plan, settings, round_worker=round_worker, t_start=t_start, t_arrive=t_arrive)
   cols["t"][:] = t_all  # the loop's times for every event (starts/arrivals agree exactly)
+  ex_of = np.concatenate((np.zeros(w_count, np.int64), px[src], [0]))
+  return cols, kind, ex_of
 
-  lps = np.frombuffer(ex_lps, dtype=np.int64)
-  steps = np.frombuffer(ex_steps, dtype=np.int64)
+
+def _exchange_columns(cols: dict, kind: np.ndarray, ex_of: np.ndarray, loop: _Loop) -> None:
+  """The send / gps_apply / merge columns and the stop's totals."""
+  lps = np.frombuffer(loop.ex_lps, dtype=np.int64)
+  steps = np.frombuffer(loop.ex_steps, dtype=np.int64)
   vmerge = np.full(len(lps), -1, dtype=np.int64)
-  if ex_vmerge:
-    vmerge[list(ex_vmerge)] = list(ex_vmerge.values())
+  if loop.ex_vmerge:
+    vmerge[list(loop.ex_vmerge)] = list(loop.ex_vmerge.values())
   sel = kind == ev.SEND
   e = np.arange(int(sel.sum()))  # exchanges are numbered in send order
   cols["exchange"][sel] = e
   cols["server"][sel] = lps[e]
-  cols["version"][sel] = np.frombuffer(ex_v, dtype=np.int64)[e]
-  cols["base_version"][sel] = np.frombuffer(ex_vhat, dtype=np.int64)[e]
+  cols["version"][sel] = np.frombuffer(loop.ex_v, dtype=np.int64)[e]
+  cols["base_version"][sel] = np.frombuffer(loop.ex_vhat, dtype=np.int64)[e]
   cols["steps"][sel] = steps[e]
   sel = kind == ev.GPS_APPLY
-  e = np.concatenate((np.zeros(w_count, np.int64), px[src], [0]))[sel]
+  e = ex_of[sel]
   cols["exchange"][sel] = e
   cols["server"][sel] = lps[e]
   cols["version"][sel] = np.arange(1, len(e) + 1)
   cols["steps"][sel] = steps[e]
   cols["counted_steps"][sel] = np.cumsum(steps[e])
   sel = kind == ev.MERGE
-  e = np.concatenate((np.zeros(w_count, np.int64), px[src], [0]))[sel]
+  e = ex_of[sel]
   cols["exchange"][sel] = e
   cols["server"][sel] = lps[e]
   cols["version"][sel] = vmerge[e]
-  cols["version"][-1] = gps_version
-  cols["counted_steps"][-1] = counted
-  return ev.Schedule(settings, env, plan, _assemble.finish(cols))
+  cols["version"][-1] = loop.gps_version
+  cols["counted_steps"][-1] = loop.counted
 
 
 # ------------------------------------------------------------------------------------------------

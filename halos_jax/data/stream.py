@@ -40,6 +40,7 @@ from typing import Any, Mapping
 import ml_collections
 import numpy as np
 
+from halos_jax import fields
 from halos_jax.data import _cache
 from halos_jax.data import corpus
 from halos_jax.data import mmidx
@@ -88,10 +89,6 @@ class DataSettings:
   vocab_size: int
 
 
-def _is_int(v: Any) -> bool:
-  return isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_))
-
-
 def parse_data_config(data_config: Any) -> DataSettings:
   """Validates `config.data` (a ConfigDict or a mapping); missing keys take their defaults.
 
@@ -124,7 +121,7 @@ def parse_data_config(data_config: Any) -> DataSettings:
   if v["source"] == "mmidx" and not v["path"]:
     fail("path", "the prefix of an MMIDIDX .idx/.bin pair when source='mmidx'")
   for key, low in (("seq_len", 1), ("val_sequences", 0), ("seed", 0), ("vocab_size", 0)):
-    if not _is_int(v[key]):
+    if not fields.is_int(v[key]):
       fail(key, f"an int >= {low}", TypeError)
     if v[key] < low:
       fail(key, f"an int >= {low}")
@@ -133,7 +130,7 @@ def parse_data_config(data_config: Any) -> DataSettings:
     if not isinstance(v[key], (bool, np.bool_)):
       fail(key, "a bool", TypeError)
   return DataSettings(**{k: (bool(x) if isinstance(x, (bool, np.bool_)) else
-                             int(x) if _is_int(x) else x) for k, x in v.items()})
+                             int(x) if fields.is_int(x) else x) for k, x in v.items()})
 
 
 def training_order(num_train: int, seed: int) -> np.ndarray:
@@ -251,7 +248,7 @@ class SequenceStream:
 
   def _positions(self, start: int, end: int) -> slice | np.ndarray:
     for name, x in (("start", start), ("end", end)):
-      if not _is_int(x):
+      if not fields.is_int(x):
         raise TypeError(f"block {name} must be an int, got {x!r} ({type(x).__name__})")
     start, end = int(start), int(end)
     if start < 0 or end < start:

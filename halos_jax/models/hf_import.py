@@ -99,6 +99,58 @@ def config_from_hf(hf_config: Mapping[str, Any], **overrides) -> PythiaConfig:
   return PythiaConfig(**kwargs)
 
 
+class _Reader:
+  """Reads a transformers state dict into our layout, remembering which entries it used."""
+
+  def __init__(self, state_dict: Mapping[str, Any], cfg: PythiaConfig):
+    self.state_dict, self.cfg, self.used = state_dict, cfg, set()
+
+  def get(self, name, shape):
+    if name not in self.state_dict:
+      raise ValueError(f"state_dict is missing {name!r} (expected shape {shape})")
+    self.used.add(name)
+    array = np.asarray(self.state_dict[name], dtype=np.float32)
+    if array.shape != shape:
+      raise ValueError(
+          f"state_dict[{name!r}] has shape {array.shape}, expected {shape} for {self.cfg}")
+    return array
+
+  def linear(self, prefix, d_in, d_out, bias=True):
+    out = {"kernel": self.get(prefix + ".weight", (d_out, d_in)).T}  # torch (out, in) -> (in, out)
+    if bias:
+      out["bias"] = self.get(prefix + ".bias", (d_out,))
+    return out
+
+  def layer_norm(self, prefix):
+    D = self.cfg.d_model
+    return {"scale": self.get(prefix + ".weight", (D,)), "bias": self.get(prefix + ".bias", (D,))}
+
+  def qkv(self, prefix):
+    D, H, K = self.cfg.d_model, self.cfg.num_heads, self.cfg.head_dim
+    # Rows of query_key_value are indexed (h, j, k), j in {q, k, v}; ours are (j, h, k).
+    w_HxJxKxD = self.get(prefix + ".weight", (3 * D, D)).reshape(H, 3, K, D)
+    b_HxJxK = self.get(prefix + ".bias", (3 * D,)).reshape(H, 3, K)
+    kernel_Dx3D = w_HxJxKxD.transpose(3, 1, 0, 2).reshape(D, 3 * D)
+    bias_3D = b_HxJxK.transpose(1, 0, 2).reshape(3 * D)
+    return {"kernel": kernel_Dx3D, "bias": bias_3D}
+
+  def layer(self, i: int) -> dict:
+    """Layer i's parameters, unstacked."""
+    p, D, F = f"gpt_neox.layers.{i}.", self.cfg.d_model, self.cfg.mlp_dim
+    return {
+        "input_layernorm": self.layer_norm(p + "input_layernorm"),
+        "post_attention_layernorm": self.layer_norm(p + "post_attention_layernorm"),
+        "attention": {
+            "qkv": self.qkv(p + "attention.query_key_value"),
+            "dense": self.linear(p + "attention.dense", D, D),
+        },
+        "mlp": {
+            "dense_h_to_4h": self.linear(p + "mlp.dense_h_to_4h", D, F),
+            "dense_4h_to_h": self.linear(p + "mlp.dense_4h_to_h", F, D),
+        },
+    }
+
+
 def params_from_hf_state_dict(state_dict: Mapping[str, Any], cfg: PythiaConfig) -> dict:
   """Our params dict from a transformers GPTNeoXForCausalLM state dict of numpy arrays.
 
@@ -113,65 +165,24 @@ def params_from_hf_state_dict(state_dict: Mapping[str, Any], cfg: PythiaConfig) 
   """
   if not isinstance(state_dict, Mapping):
     raise TypeError(f"state_dict must be a mapping name -> array, got {type(state_dict).__name__}")
-  D, H, K = cfg.d_model, cfg.num_heads, cfg.head_dim
-  used = set()
-
-  def get(name, shape):
-    if name not in state_dict:
-      raise ValueError(f"state_dict is missing {name!r} (expected shape {shape})")
-    used.add(name)
-    array = np.asarray(state_dict[name], dtype=np.float32)
-    if array.shape != shape:
-      raise ValueError(f"state_dict[{name!r}] has shape {array.shape}, expected {shape} for {cfg}")
-    return array
-
-  def linear(prefix, d_in, d_out, bias=True):
-    out = {"kernel": get(prefix + ".weight", (d_out, d_in)).T}  # torch (out, in) -> (in, out)
-    if bias:
-      out["bias"] = get(prefix + ".bias", (d_out,))
-    return out
-
-  def layer_norm(prefix):
-    return {"scale": get(prefix + ".weight", (D,)), "bias": get(prefix + ".bias", (D,))}
-
-  def qkv(prefix):
-    # Rows of query_key_value are indexed (h, j, k), j in {q, k, v}; ours are (j, h, k).
-    w_HxJxKxD = get(prefix + ".weight", (3 * D, D)).reshape(H, 3, K, D)
-    b_HxJxK = get(prefix + ".bias", (3 * D,)).reshape(H, 3, K)
-    kernel_Dx3D = w_HxJxKxD.transpose(3, 1, 0, 2).reshape(D, 3 * D)
-    bias_3D = b_HxJxK.transpose(1, 0, 2).reshape(3 * D)
-    return {"kernel": kernel_Dx3D, "bias": bias_3D}
-
-  per_layer = []
-  for i in range(cfg.num_layers):
-    p = f"gpt_neox.layers.{i}."
-    per_layer.append({
-        "input_layernorm": layer_norm(p + "input_layernorm"),
-        "post_attention_layernorm": layer_norm(p + "post_attention_layernorm"),
-        "attention": {
-            "qkv": qkv(p + "attention.query_key_value"),
-            "dense": linear(p + "attention.dense", D, D),
-        },
-        "mlp": {
-            "dense_h_to_4h": linear(p + "mlp.dense_h_to_4h", D, cfg.mlp_dim),
-            "dense_4h_to_h": linear(p + "mlp.dense_4h_to_h", cfg.mlp_dim, D),
-        },
-    })
+  read = _Reader(state_dict, cfg)
+  D = cfg.d_model
   # Our layers are stacked: leaf[i] is layer i.
-  layers = jax.tree.map(lambda *xs: np.stack(xs), *per_layer)
+  layers = jax.tree.map(lambda *xs: np.stack(xs), *[read.layer(i) for i in range(cfg.num_layers)])
   heads = [k for k in _HEAD_KEYS if k in state_dict]
   if len(heads) != 1:
     raise ValueError(
         f"state_dict must hold exactly one of {list(_HEAD_KEYS)} (the untied head), found {heads}"
     )
   params = {
-      "embed_in": {"embedding": get("gpt_neox.embed_in.weight", (cfg.vocab_size, D))},
+      "embed_in": {"embedding": read.get("gpt_neox.embed_in.weight", (cfg.vocab_size, D))},
       "layers": layers,
-      "final_layer_norm": layer_norm("gpt_neox.final_layer_norm"),
-      "embed_out": linear(heads[0].removesuffix(".weight"), D, cfg.vocab_size, bias=False),
+      "final_layer_norm": read.layer_norm("gpt_neox.final_layer_norm"),
+      "embed_out": read.linear(heads[0].removesuffix(".weight"), D, cfg.vocab_size, bias=False),
   }
 
-  unused = sorted(k for k in state_dict if k not in used and not k.endswith(_IGNORED_SUFFIXES))
+  unused = sorted(k for k in state_dict
+                  if k not in read.used and not k.endswith(_IGNORED_SUFFIXES))
   if unused:
     raise ValueError(
         f"state_dict has {len(unused)} entries this config does not use (more layers than "

@@ -6,21 +6,14 @@ round's result, and if that round has not been computed yet it computes it toget
 other round whose snapshot is already known (they are independent: `RoundRunner`); server events
 go to the algorithm's `ServerRules`. Same config -> same events -> same bits.
 
-Simulation state (everything a checkpoint holds) has a fixed structure: per worker one slot for
-the snapshot of its round in flight and one for that round's result (a worker has at most one
-round in flight in every algorithm), its optimizer state, and the servers' state.
+The simulation state, what a checkpoint holds, is a `ReplayState` (state.py).
 
-Faults (docs/replay.md, "Faults"):
-- a round whose loss or pseudo-gradient is not finite either stops the run before anything
-  non-finite is checkpointed (config `nonfinite='stop'`, `nonfinite.NonFiniteError`) or its server
-  update is skipped (`nonfinite='skip'`); the check is a device-side flag per round (nonfinite.py),
-  read on the host only where losses are read anyway (metric windows, checkpoints, the end);
-- `interrupts.request_interrupt` (what SIGINT/SIGTERM do under `interrupt_on_signals`) makes the
-  walk save a checkpoint at the next event boundary and raise `interrupts.Interrupted`.
+Faults (docs/replay.md, "Faults"): a non-finite round result stops the run or skips its update
+(config `nonfinite`, nonfinite.py: device-side flags read where losses are read anyway); an
+interruption request (interrupts.py: SIGINT/SIGTERM) checkpoints at the next event boundary.
 """
 from __future__ import annotations
 
-import math
 import sys
 import time
 from typing import Any, Callable
@@ -30,13 +23,13 @@ import jax.numpy as jnp
 import numpy as np
 
 from halos_jax import config_lib
+from halos_jax.algorithms.base import ServerRules
 from halos_jax.replay import interrupts
+from halos_jax.replay import metrics as metrics_lib
 from halos_jax.replay import nonfinite
 from halos_jax.replay.problem import Problem
 from halos_jax.replay.rounds import RoundResult, RoundRunner, RoundSpec
 from halos_jax.replay.state import COMPUTED, IDLE, PENDING, ReplayMeta, ReplayState
-from halos_jax.algorithms.base import ServerRules
-
 
 
 class Replay:
@@ -105,16 +98,8 @@ class Replay:
     """Mean loss of the evaluated model over the validation set (in val_batch chunks)."""
     if self._validation is None:
       self._validation = np.asarray(self.problem.data.validation())
-    val = self._validation
-    bs = max(1, int(self.config.val_batch))
-    total, count = 0.0, 0
-    for i in range(0, val.shape[0], bs):
-      chunk = val[i:i + bs]
-      if chunk.shape[0] < bs and i > 0:
-        break  # a ragged tail would compile a second program; the tail is dropped
-      total += float(self._eval_loss(params, chunk)) * chunk.shape[0]
-      count += chunk.shape[0]
-    return total / count
+    return metrics_lib.mean_loss(self._eval_loss, params, self._validation,
+                                 max(1, int(self.config.val_batch)))
 
   # -- the walk --------------------------------------------------------------------------------
 
@@ -128,67 +113,73 @@ class Replay:
     progress_every = 1.0 if sys.stdout.isatty() else 10.0  # a live line, or sparse log lines
     if meta.cursor == 0 and not meta.metrics:
       self._evaluate(tree, meta, t_ms=0.0, wall0=wall0)
-
     while meta.cursor < len(events):
       ev = events[meta.cursor]
-      kind = ev.kind
-      if kind == "start":
-        w = ev.worker
-        tree["snapshot"][w] = self.rules.model(tree["servers"], ev.server)
-        meta.spec[w] = RoundSpec(ev.round, w, ev.H, ev.data_start, ev.data_end, ev.lr_offset)
-        meta.status[w] = PENDING
-      elif kind == "arrive":
-        w = ev.worker
-        self._ensure_computed(tree, meta, w)
-        result = RoundResult(tree["delta"][w], None, tree["loss"][w])
-        before = tree["servers"]
-        tree["servers"] = self.rules.on_arrive(before, ev, result)
-        code = None
-        if self.skip:
-          code = nonfinite.nonfinite_codes([result.delta], [result.loss])[0]
-          if tree["servers"] is not before:  # this arrival updates a server
-            tree["servers"] = self._skip_if_nonfinite(code, before, tree["servers"], ev, meta)
-        self._account_loss(meta, tree["loss"][w], ev.H, code)
-      elif kind == "sync":
-        workers = [self._worker_of_round(meta, r) for r in ev.rounds]
-        for w in workers:
-          self._ensure_computed(tree, meta, w)
-        results = [RoundResult(tree["delta"][w], None, tree["loss"][w]) for w in workers]
-        specs = [RoundSpec(*meta.spec[w]) for w in workers]
-        before = tree["servers"]
-        tree["servers"] = self.rules.on_sync(before, ev, results, specs)
-        if self.skip:
-          code = nonfinite.combine_codes(
-              nonfinite.nonfinite_codes([r.delta for r in results], [r.loss for r in results]))
-          tree["servers"] = self._skip_if_nonfinite(code, before, tree["servers"], ev, meta,
-                                                    workers=workers)
-        for w in workers:
-          meta.status[w] = IDLE
-      elif kind == "stop":
+      if ev.kind == "stop":
         meta.cursor += 1
         break
-      else:
-        tree["servers"] = getattr(self.rules, "on_" + kind)(tree["servers"], ev)
-        self.rules.check(tree["servers"], ev)
+      self._apply(tree, meta, ev)  # reads meta.cursor as this event's index
       meta.cursor += 1
       if self.on_event is not None:
         self.on_event(ev, tree, self.rules)
-
       if ev.counted_steps >= 0:
         self._on_count(tree, meta, ev, wall0)
       now = time.time()
       if self.config.replay.progress and now - last_progress > progress_every:
         last_progress = now
-        self._progress(meta, ev, now - wall0)
+        self._show(metrics_lib.progress_line(
+            meta, ev, now - wall0, int(self.config.total_local_steps), float(events[-1].t)))
       if interrupts.interrupt_request and meta.cursor < len(events):
         self._interrupt(tree, meta, wall0)
+    return self._finish(tree, meta, wall0)
 
+  def _apply(self, tree, meta, ev) -> None:
+    """Executes one event (not the stop) on the state."""
+    kind = ev.kind
+    if kind == "start":
+      w = ev.worker
+      tree["snapshot"][w] = self.rules.model(tree["servers"], ev.server)
+      meta.spec[w] = RoundSpec(ev.round, w, ev.H, ev.data_start, ev.data_end, ev.lr_offset)
+      meta.status[w] = PENDING
+    elif kind == "arrive":
+      w = ev.worker
+      self._ensure_computed(tree, meta, w)
+      result = RoundResult(tree["delta"][w], None, tree["loss"][w])
+      before = tree["servers"]
+      tree["servers"] = self.rules.on_arrive(before, ev, result)
+      code = None
+      if self.skip:
+        code = nonfinite.nonfinite_codes([result.delta], [result.loss])[0]
+        if tree["servers"] is not before:  # this arrival updates a server
+          tree["servers"] = self._skip_if_nonfinite(code, before, tree["servers"], ev, meta)
+      self._account_loss(meta, tree["loss"][w], ev.H, code)
+    elif kind == "sync":
+      workers = [self._worker_of_round(meta, r) for r in ev.rounds]
+      for w in workers:
+        self._ensure_computed(tree, meta, w)
+      results = [RoundResult(tree["delta"][w], None, tree["loss"][w]) for w in workers]
+      specs = [RoundSpec(*meta.spec[w]) for w in workers]
+      before = tree["servers"]
+      tree["servers"] = self.rules.on_sync(before, ev, results, specs)
+      if self.skip:
+        code = nonfinite.combine_codes(
+            nonfinite.nonfinite_codes([r.delta for r in results], [r.loss for r in results]))
+        tree["servers"] = self._skip_if_nonfinite(code, before, tree["servers"], ev, meta,
+                                                  workers=workers)
+      for w in workers:
+        meta.status[w] = IDLE
+    else:
+      tree["servers"] = getattr(self.rules, "on_" + kind)(tree["servers"], ev)
+      self.rules.check(tree["servers"], ev)
+
+  def _finish(self, tree, meta, wall0) -> ReplayState:
+    """After the stop: the final validation, every pending read, the last checks."""
     if self.config.replay.progress and sys.stdout.isatty():
       print(flush=True)  # end the live line
     meta.wall_s = time.time() - wall0
     last = meta.metrics[-1] if meta.metrics else None
     if last is None or last["kind"] != "val" or last["local_steps"] != meta.counted_steps:
-      self._evaluate(tree, meta, t_ms=float(events[meta.cursor - 1].t), wall0=wall0)
+      self._evaluate(tree, meta, t_ms=float(self.events[meta.cursor - 1].t), wall0=wall0)
     self._resolve_metrics(meta)
     # Skips after the last update record are counted too (they changed an LPS, say).
     skips, meta.pending_skips = meta.pending_skips, []
@@ -265,17 +256,11 @@ class Replay:
 
   def _count_skips(self, meta, skips) -> int:
     """Counts resolved skip checks [(code, info)] into meta.skipped_updates and logs them."""
-    n = 0
-    for code, info in skips:
-      if int(code):
-        n += 1
-        rounds = ", ".join(f"round {r} of worker {w}" for r, w in zip(info["rounds"],
-                                                                         info["workers"]))
-        self.log(f"[replay] skipped the server update at event {info['event']} "
-                 f"({info['kind']}, simulated time {info['t_ms'] / 1e3:.3f} s): non-finite "
-                 f"{nonfinite.describe(int(code), info['gradient'])} ({rounds})")
-    meta.skipped_updates += n
-    return n
+    lines = [nonfinite.skip_message(int(code), info) for code, info in skips if int(code)]
+    for line in lines:
+      self.log(line)
+    meta.skipped_updates += len(lines)
+    return len(lines)
 
   def _on_count(self, tree, meta, ev, wall0):
     """A server update of the evaluated model: metrics, validation, checkpoints."""
@@ -351,14 +336,9 @@ class Replay:
     arrival = next((i for i in range(cursor, len(self.events))
                     if self.events[i].kind == "arrive" and self.events[i].round == spec.round),
                    None)
-    where = ("" if arrival is None else f", arriving at event {arrival} (simulated time "
-             f"{self.events[arrival].t / 1e3:.3f} s)")
-    what = nonfinite.describe(code, self.rules.gradient_rounds)
-    raise nonfinite.NonFiniteError(
-        f"non-finite {what} in round {spec.round} of worker "
-        f"{spec.worker} ({spec.H} local steps on sequences [{spec.data_start}, {spec.data_end})"
-        f"{where}); stopped before applying or saving it, {self._last_good()}; "
-        f"--config.nonfinite=skip skips such updates instead")
+    raise nonfinite.NonFiniteError(nonfinite.round_message(
+        code, spec, self.rules.gradient_rounds, self._last_good(),
+        None if arrival is None else (arrival, float(self.events[arrival].t))))
 
   def _checkpoint_due(self, meta) -> bool:
     """Every `checkpoint_every` server updates, and/or `checkpoint_every_s` wall seconds.
@@ -410,16 +390,8 @@ class Replay:
     while meta.next_eval <= steps:
       meta.next_eval += interval
 
-  def _progress(self, meta, ev, wall):
-    """One line: simulated-time progress (the schedule's stop time is known), steps, val, ETA."""
-    total = int(self.config.total_local_steps)
-    t_stop = float(self.events[len(self.events) - 1].t) or 1.0
-    frac = min(1.0, float(ev.t) / t_stop)
-    vals = [m["val_loss"] for m in meta.metrics if m["kind"] == "val"]
-    eta = wall / frac - wall if frac > 0 else float("nan")
-    line = (f"sim {ev.t / 1e3:8.1f}/{t_stop / 1e3:.1f} s ({100 * frac:5.1f}%)  "
-            f"local steps {meta.counted_steps}/{total}  val {vals[-1]:.4f}  "
-            f"wall {wall:6.1f}s  eta {eta if math.isfinite(eta) else 0:6.1f}s")
+  def _show(self, line: str) -> None:
+    """A progress line: rewritten in place on a terminal, logged otherwise."""
     if sys.stdout.isatty():
       sys.stdout.write("\r" + line + " " * 4)
       sys.stdout.flush()

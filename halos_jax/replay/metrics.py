@@ -2,9 +2,36 @@
 from __future__ import annotations
 
 import json
+import math
 import os
 import tempfile
 from typing import Iterable
+
+
+def progress_line(meta, ev, wall: float, total_steps: int, t_stop_ms: float) -> str:
+  """One line: simulated-time progress (the schedule's stop time is known), steps, val, ETA."""
+  t_stop = t_stop_ms or 1.0
+  frac = min(1.0, float(ev.t) / t_stop)
+  vals = [m["val_loss"] for m in meta.metrics if m["kind"] == "val"]
+  eta = wall / frac - wall if frac > 0 else float("nan")
+  return (f"sim {ev.t / 1e3:8.1f}/{t_stop / 1e3:.1f} s ({100 * frac:5.1f}%)  "
+          f"local steps {meta.counted_steps}/{total_steps}  val {vals[-1]:.4f}  "
+          f"wall {wall:6.1f}s  eta {eta if math.isfinite(eta) else 0:6.1f}s")
+
+
+def mean_loss(loss_fn, params, sequences, batch: int) -> float:
+  """Mean of loss_fn(params, chunk) over `sequences` in chunks of `batch`, weighted by size.
+
+  A ragged last chunk would compile a second program: it is dropped (unless it is the only one).
+  """
+  total, count = 0.0, 0
+  for i in range(0, sequences.shape[0], batch):
+    chunk = sequences[i:i + batch]
+    if chunk.shape[0] < batch and i > 0:
+      break
+    total += float(loss_fn(params, chunk)) * chunk.shape[0]
+    count += chunk.shape[0]
+  return total / count
 
 
 def write_atomic(path: str, text: str) -> None:

@@ -51,6 +51,24 @@ def select_if_finite(code, new, old):
 all_finite_jit = jax.jit(all_finite)
 
 
+def round_message(code: int, spec, gradient: bool, last_good: str, arrival=None) -> str:
+  """The NonFiniteError message of a round (policy 'stop'); arrival: (event, t_ms) or None."""
+  where = ("" if arrival is None else
+           f", arriving at event {arrival[0]} (simulated time {arrival[1] / 1e3:.3f} s)")
+  return (f"non-finite {describe(code, gradient)} in round {spec.round} of worker {spec.worker} "
+          f"({spec.H} local steps on sequences [{spec.data_start}, {spec.data_end}){where}); "
+          f"stopped before applying or saving it, {last_good}; --config.nonfinite=skip skips "
+          "such updates instead")
+
+
+def skip_message(code: int, info: dict) -> str:
+  """The log line of a skipped server update (`info`: event, kind, t_ms, rounds, workers)."""
+  rounds = ", ".join(f"round {r} of worker {w}" for r, w in zip(info["rounds"], info["workers"]))
+  return (f"[replay] skipped the server update at event {info['event']} ({info['kind']}, "
+          f"simulated time {info['t_ms'] / 1e3:.3f} s): non-finite "
+          f"{describe(code, info['gradient'])} ({rounds})")
+
+
 def describe(code: int, gradient: bool = False) -> str:
   grad = "gradient" if gradient else "pseudo-gradient"
   return {1: "loss", 2: grad, 3: f"loss and {grad}"}[int(code)]

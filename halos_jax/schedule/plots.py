@@ -43,6 +43,10 @@ def save_png(fig, path, dpi: int = 110) -> None:
       tmp.unlink()
 
 
+_COLORS = {"compute": "#2b6cb0", "communication": "#ed8936", "idle": "#d5dbe3",
+           "up": "#c53030", "down": "#38a169", "tick": "#1a202c"}
+
+
 def gantt(schedule, path, t_max_ms: float | None = None) -> None:
   """Gantt chart PNG: per worker compute / communication / idle; per server its exchanges.
 
@@ -52,25 +56,14 @@ def gantt(schedule, path, t_max_ms: float | None = None) -> None:
     t_max_ms: show [0, t_max_ms] only (default: the whole run).
   """
   plt = pyplot()
-  s, env, plan = schedule.settings, schedule.env, schedule.plan
-  c = schedule.columns
+  env = schedule.env
   t_end = schedule.summary_basic()["simulated_time_ms"]
   t_max = min(t_end, t_max_ms) if t_max_ms else t_end
   unit, scale = _time_unit(t_max)
   iv = worker_intervals(schedule)
-  w_count = env.num_workers
-  server = s.algorithm_module.LABELS["server"]
-  if plan.hierarchical:
-    server_rows = ["GPS"] + [f"{server} {l} (r{r})" for l, r in enumerate(plan.server_region)]
-  else:
-    server_rows = ["all-reduce" if s.synchronous else f"{server} (r{plan.server_region[0]})"]
-  labels = [f"w{w} r{env.worker_region[w]} s={env.worker_speed[w]:.2f} H={plan.worker_H[w]}"
-            for w in range(w_count)] + server_rows
+  labels = _row_labels(schedule)
   n_rows = len(labels)
   fig, ax = plt.subplots(figsize=(13, 0.32 * n_rows + 1.6))
-  colors = {"compute": "#2b6cb0", "communication": "#ed8936", "idle": "#d5dbe3",
-            "up": "#c53030", "down": "#38a169", "tick": "#1a202c"}
-
   min_width = t_max / 1500  # about one pixel: server exchanges stay visible when short
 
   def bars(row, starts, ends, color, height=0.8, visible=False):
@@ -82,55 +75,77 @@ def gantt(schedule, path, t_max_ms: float | None = None) -> None:
     if spans:
       ax.broken_barh(spans, (row - height / 2, height), facecolors=color, linewidth=0)
 
-  for w in range(w_count):
+  def ticks(row, times, linewidth):
+    ax.vlines(times[times <= t_max] / scale, row - 0.4, row + 0.4, colors=_COLORS["tick"],
+              linewidth=linewidth)
+
+  for w in range(env.num_workers):
     row = n_rows - 1 - w
-    ax.broken_barh([(0, t_max / scale)], (row - 0.4, 0.8), facecolors=colors["idle"])
-    bars(row, *iv["compute"][w], colors["compute"])
-    bars(row, *iv["communication"][w], colors["communication"])
-  if plan.hierarchical:
-    gps_row = n_rows - 1 - w_count
-    t_apply = c["t"][c["kind"] == ev.GPS_APPLY]
-    ax.vlines(t_apply[t_apply <= t_max] / scale, gps_row - 0.4, gps_row + 0.4,
-              colors=colors["tick"], linewidth=0.6)
-    for l in range(plan.num_servers):
-      row = gps_row - 1 - l
-      send = c["t"][(c["kind"] == ev.SEND) & (c["server"] == l)]
-      applied = c["t"][(c["kind"] == ev.GPS_APPLY) & (c["server"] == l)]
-      merge = c["t"][(c["kind"] == ev.MERGE) & (c["server"] == l)]
-      bars(row, send[:len(applied)], applied, colors["up"], 0.5, visible=True)
-      bars(row, applied[:len(merge)], merge, colors["down"], 0.5, visible=True)
-  elif s.synchronous:
-    row = 0
-    t_sync = c["t"][c["kind"] == ev.SYNC]
-    bars(row, t_sync - plan.allreduce_ms, t_sync, colors["communication"], 0.5, visible=True)
-  else:
-    row = 0
-    t_arr = c["t"][c["kind"] == ev.ARRIVE]
-    ax.vlines(t_arr[t_arr <= t_max] / scale, row - 0.4, row + 0.4, colors=colors["tick"],
-              linewidth=0.3)
+    ax.broken_barh([(0, t_max / scale)], (row - 0.4, 0.8), facecolors=_COLORS["idle"])
+    bars(row, *iv["compute"][w], _COLORS["compute"])
+    bars(row, *iv["communication"][w], _COLORS["communication"])
+  _server_rows(schedule, n_rows - 1 - env.num_workers, bars, ticks)
   ax.set_yticks(range(n_rows))
   ax.set_yticklabels(labels[::-1], fontsize=7)
   ax.set_xlim(0, t_max / scale)
   ax.set_ylim(-0.7, n_rows - 0.3)
   ax.set_xlabel(f"simulated time ({unit})")
-  from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
-  handles = [Patch(color=colors["compute"], label="compute"),
-             Patch(color=colors["communication"], label="communication"),
-             Patch(color=colors["idle"], label="idle")]
-  if plan.hierarchical:
-    handles += [Patch(color=colors["up"], label=f"Delta {server} -> GPS"),
-                Patch(color=colors["down"], label=f"global model GPS -> {server}"),
-                Patch(color=colors["tick"], label="GPS update")]
-  elif not s.synchronous:
-    handles.append(Patch(color=colors["tick"], label=f"{server} update"))
+  handles = _legend(schedule)
   fig.legend(handles=handles, loc="lower center", ncol=len(handles), fontsize=8, frameon=False)
   basic = schedule.summary_basic()
-  ax.set_title(f"{s.algorithm} on {env.name}: {basic['simulated_time_ms'] / 3.6e6:.4f} h, "
+  ax.set_title(f"{schedule.settings.algorithm} on {env.name}: "
+               f"{basic['simulated_time_ms'] / 3.6e6:.4f} h, "
                f"{basic['server_updates']:,} server updates"
                + (f" (showing the first {t_max / scale:.3g} {unit})" if t_max < t_end else ""),
                fontsize=10)
   fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
   save_png(fig, path)
+
+
+def _row_labels(schedule) -> list[str]:
+  """One label per worker, then the servers' rows (GPS and LPS, the PS, or the all-reduce)."""
+  s, env, plan = schedule.settings, schedule.env, schedule.plan
+  server = s.algorithm_module.LABELS["server"]
+  if plan.hierarchical:
+    server_rows = ["GPS"] + [f"{server} {l} (r{r})" for l, r in enumerate(plan.server_region)]
+  else:
+    server_rows = ["all-reduce" if s.synchronous else f"{server} (r{plan.server_region[0]})"]
+  return [f"w{w} r{env.worker_region[w]} s={env.worker_speed[w]:.2f} H={plan.worker_H[w]}"
+          for w in range(env.num_workers)] + server_rows
+
+
+def _server_rows(schedule, first_row: int, bars, ticks) -> None:
+  """GPS updates and each LPS's exchanges; the all-reduces; or the PS updates."""
+  plan, c = schedule.plan, schedule.columns
+  if plan.hierarchical:
+    ticks(first_row, c["t"][c["kind"] == ev.GPS_APPLY], 0.6)
+    for l in range(plan.num_servers):
+      row = first_row - 1 - l
+      send = c["t"][(c["kind"] == ev.SEND) & (c["server"] == l)]
+      applied = c["t"][(c["kind"] == ev.GPS_APPLY) & (c["server"] == l)]
+      merge = c["t"][(c["kind"] == ev.MERGE) & (c["server"] == l)]
+      bars(row, send[:len(applied)], applied, _COLORS["up"], 0.5, visible=True)
+      bars(row, applied[:len(merge)], merge, _COLORS["down"], 0.5, visible=True)
+  elif schedule.settings.synchronous:
+    t_sync = c["t"][c["kind"] == ev.SYNC]
+    bars(0, t_sync - plan.allreduce_ms, t_sync, _COLORS["communication"], 0.5, visible=True)
+  else:
+    ticks(0, c["t"][c["kind"] == ev.ARRIVE], 0.3)
+
+
+def _legend(schedule) -> list:
+  from matplotlib.patches import Patch  # pylint: disable=g-import-not-at-top
+  server = schedule.settings.algorithm_module.LABELS["server"]
+  handles = [Patch(color=_COLORS["compute"], label="compute"),
+             Patch(color=_COLORS["communication"], label="communication"),
+             Patch(color=_COLORS["idle"], label="idle")]
+  if schedule.plan.hierarchical:
+    handles += [Patch(color=_COLORS["up"], label=f"Delta {server} -> GPS"),
+                Patch(color=_COLORS["down"], label=f"global model GPS -> {server}"),
+                Patch(color=_COLORS["tick"], label="GPS update")]
+  elif not schedule.settings.synchronous:
+    handles.append(Patch(color=_COLORS["tick"], label=f"{server} update"))
+  return handles
 
 
 def staleness_histogram(schedule, path) -> None:

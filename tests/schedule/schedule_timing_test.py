@@ -86,8 +86,8 @@ def test_many_regions_is_fast_valid_and_proven():
 def test_unproven_result_reports_a_bound(monkeypatch):
   # Force the search to give up (no patching, no DFS nodes): the result is still a valid ring,
   # flagged as not proven, with the bound from the necessary conditions.
-  monkeypatch.setattr(network.ring, "PATCH_TRIES", 0)
-  monkeypatch.setattr(network.ring, "DFS_NODE_BUDGET", 0)
+  monkeypatch.setattr(network.hamiltonian, "PATCH_TRIES", 0)
+  monkeypatch.setattr(network.hamiltonian, "DFS_NODE_BUDGET", 0)
   b = np.random.default_rng(1).uniform(0.1, 1.0, (20, 20))
   ring = network.best_ring(b, method="search")
   assert network.ring_bandwidth(b, ring.order) == ring.bandwidth_gbps

@@ -85,10 +85,13 @@ def optional(rule: Rule) -> Rule:
   return (lambda v: v is None or ok(v)), f"None or {allowed}"
 
 
+# The named rules, used by the config's validation and by the optimizers' argument checks alike.
 BOOL: Rule = ((lambda v: isinstance(v, (bool, np.bool_))), "True or False")
 POSITIVE = real(0.0, low_open=True)  # learning rates, times
-UNIT = real(0.0, 1.0)  # [0, 1]
-MOMENTUM = real(0.0, 1.0, high_open=True)  # [0, 1)
+NONNEGATIVE = real(0.0)  # eps, weight decay
+POSITIVE_OR_INF = real(0.0, low_open=True, allow_inf=True)  # clipping threshold (inf: off)
+UNIT = real(0.0, 1.0)  # [0, 1]: alpha, min_lr_ratio
+MOMENTUM = real(0.0, 1.0, high_open=True)  # [0, 1): momenta, Adam betas
 INT0, INT1 = integer(0), integer(1)
 
 

@@ -64,7 +64,7 @@ class ConfigError(ValueError):
 
 _BOOL, _POSITIVE, _UNIT, _MOMENTUM = fields.BOOL, fields.POSITIVE, fields.UNIT, fields.MOMENTUM
 _INT0, _INT1 = fields.INT0, fields.INT1
-_real, _one_of = fields.real, fields.one_of
+_one_of = fields.one_of
 
 # What the scheduler reads (halos_jax.schedule.ScheduleSettings.from_config): here only which
 # fields a config must hold; their values are checked by ScheduleSettings itself (the rules live
@@ -84,14 +84,14 @@ _RUN = (
     ("worker.t_max", _INT1),
     ("worker.b1", _MOMENTUM),
     ("worker.b2", _MOMENTUM),
-    ("worker.eps", _real(0.0)),
-    ("worker.weight_decay", _real(0.0)),
-    ("worker.clip_norm", _real(0.0, low_open=True, allow_inf=True)),
+    ("worker.eps", fields.NONNEGATIVE),
+    ("worker.weight_decay", fields.NONNEGATIVE),
+    ("worker.clip_norm", fields.POSITIVE_OR_INF),
     ("val_interval", _INT1),
     ("val_batch", _INT1),
     ("log_interval", _INT1),
     ("checkpoint_every", _INT0),
-    ("checkpoint_every_s", _real(0.0)),
+    ("checkpoint_every_s", fields.NONNEGATIVE),
     ("checkpoint_keep", _INT1),
     ("seed", fields.integer(0, SEED_LIMIT - 1)),
     ("replay.parallel", _BOOL),
@@ -106,7 +106,7 @@ _QUADRATIC = (("quadratic.dim", _INT1), ("quadratic.worker_lr", _POSITIVE))
 _BLOCK_FIELDS = {
     "outer_nesterov": (("lr", _POSITIVE), ("momentum", _MOMENTUM)),
     "delayed_nesterov": (("eta", _POSITIVE), ("beta", _MOMENTUM), ("N", _INT1),
-                         ("c", _real(0.0, 1.0))),
+                         ("c", fields.UNIT)),
 }
 _OPTIONAL = (("nonfinite", _one_of(config_lib.NONFINITE_POLICIES)),)
 

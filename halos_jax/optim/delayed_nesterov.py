@@ -16,6 +16,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from halos_jax import fields
 from halos_jax.optim import _checks
 from halos_jax.optim import _precision
 
@@ -76,8 +77,8 @@ def delayed_nesterov(
   """
   _checks.check_learning_rate("learning_rate", learning_rate)
   N = _checks.check_int("buffer_size", buffer_size, 1)
-  beta = _checks.check_real("beta", beta, 0.0, 1.0, high_open=True)
-  c = _checks.check_real("c", c, 0.0, 1.0 / N)
+  beta = float(_checks.check("beta", beta, fields.MOMENTUM))
+  c = float(_checks.check("c", c, fields.real(0.0, 1.0 / N)))
 
   def init_fn(params):
     return DelayedNesterovState(

@@ -25,6 +25,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from halos_jax import fields
 from halos_jax.optim import _checks
 from halos_jax.optim import _precision
 
@@ -135,7 +136,7 @@ def lps_merge(state: LPSState, global_params, alpha) -> LPSState:
   Returns:
     The merged `LPSState`.
   """
-  _checks.check_real_or_array("alpha", alpha, 0.0, 1.0)
+  _checks.check_or_array("alpha", alpha, fields.UNIT)
   _checks.check_like(global_params, state.params, "global_params", "state.params")
 
   def blend(x, xg):

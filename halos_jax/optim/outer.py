@@ -15,6 +15,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from halos_jax import fields
 from halos_jax.optim import _checks
 from halos_jax.optim import _precision
 
@@ -44,7 +45,7 @@ def diloco_outer(
     Douillard et al., 2023 (arXiv 2311.08105); Kim et al., 2025 (arXiv 2506.04531).
   """
   _checks.check_learning_rate("learning_rate", learning_rate)
-  momentum = _checks.check_real("momentum", momentum, 0.0, 1.0, high_open=True)
+  momentum = float(_checks.check("momentum", momentum, fields.MOMENTUM))
   return _precision.with_fp32_compute(
       optax.sgd(learning_rate, momentum=momentum, nesterov=True))
 

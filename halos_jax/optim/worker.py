@@ -17,6 +17,7 @@ import jax
 import jax.numpy as jnp
 import optax
 
+from halos_jax import fields
 from halos_jax.optim import _checks
 from halos_jax.optim import _precision
 
@@ -52,7 +53,7 @@ def warmup_cosine_schedule(
     raise TypeError("max_lr must be a float, not a schedule")
   t_warmup = _checks.check_int("t_warmup", t_warmup, 0)
   t_max = _checks.check_int("t_max", t_max, t_warmup + 1)
-  min_lr_ratio = _checks.check_real("min_lr_ratio", min_lr_ratio, 0.0, 1.0)
+  min_lr_ratio = float(_checks.check("min_lr_ratio", min_lr_ratio, fields.UNIT))
   min_lr = min_lr_ratio * max_lr
 
   def schedule(count):
@@ -132,11 +133,11 @@ def worker_adamw(
   References:
     Loshchilov & Hutter, 2019 (arXiv 1711.05101); Kim et al., 2025 (arXiv 2506.04531).
   """
-  b1 = _checks.check_real("b1", b1, 0.0, 1.0, high_open=True)
-  b2 = _checks.check_real("b2", b2, 0.0, 1.0, high_open=True)
-  eps = _checks.check_real("eps", eps, 0.0, float("inf"))
-  weight_decay = _checks.check_real("weight_decay", weight_decay, 0.0, float("inf"))
-  clip_norm = _checks.check_real("clip_norm", clip_norm, 0.0, float("inf"), low_open=True)
+  b1 = float(_checks.check("b1", b1, fields.MOMENTUM))
+  b2 = float(_checks.check("b2", b2, fields.MOMENTUM))
+  eps = float(_checks.check("eps", eps, fields.NONNEGATIVE))
+  weight_decay = float(_checks.check("weight_decay", weight_decay, fields.NONNEGATIVE))
+  clip_norm = float(_checks.check("clip_norm", clip_norm, fields.POSITIVE_OR_INF))
   direction = optax.chain(
       optax.clip_by_global_norm(clip_norm),
       optax.scale_by_adam(b1=b1, b2=b2, eps=eps),

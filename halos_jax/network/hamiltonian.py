@@ -49,25 +49,8 @@ def _strongly_connected(out: list[int], inn: list[int]) -> bool:
 
 
 def _has_cycle_cover(out: list[int]) -> bool:
-  """A perfect matching between out-copies and in-copies (Kuhn's augmenting paths)."""
-  r = len(out)
-  match_in = [-1] * r  # match_in[j] = i: edge i -> j used
-
-  def augment(i, seen):
-    m = out[i]
-    while m:
-      low = m & -m
-      j = low.bit_length() - 1
-      m ^= low
-      if seen[j]:
-        continue
-      seen[j] = True
-      if match_in[j] < 0 or augment(match_in[j], seen):
-        match_in[j] = i
-        return True
-    return False
-
-  return all(augment(i, [False] * r) for i in range(r))
+  """A perfect matching between out-copies and in-copies exists (Kuhn's augmenting paths)."""
+  return _cycle_cover(out) is not None
 
 
 def necessary(b: np.ndarray, tau: float) -> bool:
@@ -196,8 +179,12 @@ def _ham_cycle_dfs(out: list[int], inn: list[int], budget: int) -> tuple[list[in
   return (list(path) if found else None), True
 
 
-def _cycle_cover(out: list[int], rng) -> list[int] | None:
-  """A random cycle cover: succ[i] = j with i -> j, a permutation (Kuhn's matching)."""
+def _cycle_cover(out: list[int], rng=None) -> list[int] | None:
+  """A cycle cover: succ[i] = j with i -> j, a permutation (Kuhn's matching), or None.
+
+  With `rng` (a random.Random) the vertices and their out-links are tried in random order, so
+  repeated calls give different covers; without it, in index order.
+  """
   r = len(out)
   match_in = [-1] * r
 
@@ -207,7 +194,8 @@ def _cycle_cover(out: list[int], rng) -> list[int] | None:
       low = m & -m
       js.append(low.bit_length() - 1)
       m ^= low
-    rng.shuffle(js)
+    if rng is not None:
+      rng.shuffle(js)
     for j in js:
       if seen[j]:
         continue
@@ -218,7 +206,8 @@ def _cycle_cover(out: list[int], rng) -> list[int] | None:
     return False
 
   order = list(range(r))
-  rng.shuffle(order)
+  if rng is not None:
+    rng.shuffle(order)
   for i in order:
     if not augment(i, [False] * r):
       return None

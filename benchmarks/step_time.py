@@ -11,9 +11,9 @@ and prints the flag to feed back:
 
 It also prints the memory of the step as XLA compiled it for this backend (arguments, outputs,
 temporaries = activations and gradients) and of the replay's simulation state (halos_jax.replay:
-per worker a snapshot, a result slot and AdamW moments; the servers' state), computed from
-shapes without allocating them. `--compile_only` skips the timing (for models too large for this
-machine); `--model` overrides config.model.name. docs/scale.md has the numbers for the paper.
+per worker one model-sized row and AdamW moments; the servers' state), computed from shapes
+without allocating them (per device: `python -m experiments.memory`). `--compile_only` skips
+the timing (for models too large for this machine); `--model` overrides config.model.name. docs/scale.md has the numbers for the paper.
 """
 from __future__ import annotations
 
@@ -44,7 +44,7 @@ def _bytes(tree) -> int:
 def state_bytes(config, model_name: str) -> dict:
   """Bytes of the replay's simulation state for `config` (shapes only, nothing allocated).
 
-  Returns a dict with params (one fp32 copy), per_worker (snapshot + result slot + worker
+  Returns a dict with params (one fp32 copy), per_worker (snapshot/result row + worker
   optimizer state), workers (W of them), servers (the algorithm's server state), total.
   """
   import jax  # pylint: disable=g-import-not-at-top
@@ -75,8 +75,8 @@ def state_bytes(config, model_name: str) -> dict:
   opt = jax.eval_shape(problem.worker_optimizer.init, x0)
   servers = jax.eval_shape(rules.init, x0)
   params = _bytes(x0)
-  # engine.Replay.initial_state: snapshot[w], delta[w], worker_opt[w], loss[w].
-  per_worker = 2 * params + _bytes(opt) + jnp.dtype(jnp.float32).itemsize
+  # A worker slot (replay/layout.py): one model-sized row, the optimizer state, a loss.
+  per_worker = params + _bytes(opt) + jnp.dtype(jnp.float32).itemsize
   return {"params": params, "per_worker": per_worker, "num_workers": env.num_workers,
           "workers": env.num_workers * per_worker, "servers": _bytes(servers),
           "total": env.num_workers * per_worker + _bytes(servers)}

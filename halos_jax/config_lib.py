@@ -41,6 +41,10 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
   c.workers_per_lps = 4  # workers per LPS, all in one region (HALoS only)
   c.total_local_steps = 98_304  # run length in local steps (6,144 iters x 1,024 seqs / 64)
   c.local_batch = 64  # sequences per local step
+  # Sequences per micro-batch: a local step accumulates gradients over local_batch / micro_batch
+  # parts (the paper's scripts: 32 x 2); None: the whole local batch at once.
+  c.micro_batch = config_dict.placeholder(int)  # typed, so that None stays allowed
+  c.micro_batch = 32
   c.global_batch = 1_024  # sequences per global iteration (LR schedule position)
   c.step_time_ms = PYTHIA_70M_STEP_MS  # ms per local step at relative speed 1
   c.message_bytes = config_dict.placeholder(int)  # bytes per message; None: fp32 model size
@@ -69,8 +73,9 @@ def _add_model_and_data(c: ml_collections.ConfigDict) -> None:
   # --- Model and data -----------------------------------------------------------------------
   c.problem = "lm"  # 'lm' (language model) or 'quadratic' (the hand-checkable toy problem)
   c.model = ml_collections.ConfigDict()
-  c.model.name = "pythia-70m"  # tiny | pythia-14m | pythia-70m | pythia-160m | pythia-410m
+  c.model.name = "pythia-70m"  # tiny | pythia-{14m,70m,160m,410m,1b}
   c.model.compute_dtype = "float32"  # float32 | bfloat16 (params stay fp32)
+  c.model.remat = "none"  # none | block: recompute each block's activations in the backward pass
   c.data = data_lib.default_data_config()  # each field documented in halos_jax/data/stream.py
   c.data.source = "mmidx"  # the pre-tokenised, pre-shuffled deduplicated Pile (MMIDIDX)
   c.data.path = ""  # set --config.data.path to the .idx/.bin prefix
@@ -98,6 +103,9 @@ def _add_evaluation_and_replay(c: ml_collections.ConfigDict) -> None:
   c.replay.parallel = True  # batch independent worker rounds on the device mesh
   c.replay.num_devices = 0  # devices of the mesh (0: all local devices)
   c.replay.sync_every = 4  # block_until_ready after this many dispatched batches
+  # Memory of one device in GB for the memory plan's check before a run (halos_jax/memory.py);
+  # 0: what the device reports (GPU/TPU; a CPU reports nothing: no check).
+  c.replay.device_memory_gb = 0.0
   c.replay.progress = True  # progress display (a live line on a terminal, log lines otherwise)
   c.replay.plots = True  # write PNG plots at the end
 
@@ -115,6 +123,7 @@ def shrink_to_runlocal(c: ml_collections.ConfigDict) -> ml_collections.ConfigDic
   c.data = data_lib.default_data_config()  # Shakespeare, byte tokens, 256-token inputs
   c.data.val_sequences = 64
   c.local_batch = 4
+  c.micro_batch = None  # the whole local batch
   c.global_batch = 64  # 16 workers x 4 sequences, like the paper's 16 x 64
   c.total_local_steps = 1_024  # 64 global iterations of 64 sequences (~1M tokens)
   c.worker.t_warmup = 3  # ~300 / 6,144 of the run

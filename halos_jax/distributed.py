@@ -142,18 +142,10 @@ def agree(value: int, what: str) -> None:
         "that every process sees, e.g. NFS or a GCS fuse mount?)")
 
 
-class ReadOnlyCheckpointer:
-  """The checkpointer of a process other than 0: reads like `inner`, never writes.
-
-  Every process walks the same code path (so every process takes the same decisions at the same
-  events); only process 0's saves reach the disk.
-  """
-
-  def __init__(self, inner):
-    self._inner = inner
-
-  def save(self, state) -> None:
-    del state
-
-  def __getattr__(self, name):
-    return getattr(self._inner, name)
+def decide(flag: bool) -> bool:
+  """Process 0's `flag`, in every process (a wall-clock decision that must be taken together,
+  e.g. a periodic checkpoint, which every process writes its share of)."""
+  if jax.process_count() == 1:
+    return bool(flag)
+  from jax.experimental import multihost_utils  # pylint: disable=g-import-not-at-top
+  return bool(multihost_utils.broadcast_one_to_all(np.asarray(bool(flag))))

@@ -19,13 +19,14 @@ import hashlib
 import json
 import os
 import time
-from typing import Any
+from typing import Any, NamedTuple
 
 import ml_collections
 
 from halos_jax import algorithms
 from halos_jax import config_lib
 from halos_jax import distributed
+from halos_jax import memory as memory_lib
 from halos_jax import schedule as schedule_lib
 from halos_jax import validation
 from halos_jax.replay import checkpoint as ckpt_lib
@@ -33,6 +34,7 @@ from halos_jax.replay import metrics as metrics_lib
 from halos_jax.replay.engine import Replay
 from halos_jax.replay.interrupts import interrupt_on_signals
 from halos_jax.replay.problem import Problem, make_problem, params_sha256
+from halos_jax.replay.layout import Layout
 from halos_jax.replay.rounds import RoundRunner
 
 # Config blocks that may change between a run and its resumption (they do not change results).
@@ -70,38 +72,85 @@ def train_and_evaluate(config: ml_collections.ConfigDict, workdir: str,
   wall_start = time.time()
   # Every input checked before anything is built or written (a ConfigError names the field).
   validation.validate_run(config, workdir, with_problem=problem is None)
-  config = config_lib.resolve(config)
-  schedule = schedule_lib.schedule_from_config(config)
-  problem = problem or make_problem(config)
-  # Several processes (halos_jax.distributed): all compute, process 0 alone writes and logs.
+  run = build(config, workdir, problem, on_event)
+  config, schedule, problem, rules, layout, runner, checkpointer, replay = (
+      run.config, run.schedule, run.problem, run.rules, run.layout, run.runner,
+      run.checkpointer, run.replay)
   primary = distributed.is_primary()
-  if primary:
-    os.makedirs(workdir, exist_ok=True)
-  else:
-    config.replay.progress = False
-  rules = algorithms.get(config.algorithm).server_rules(
-      config, problem, schedule.env.num_workers, schedule.num_servers)
-  h_max = max((ev.H for ev in schedule.events if ev.kind == "start"), default=1)
-  runner = RoundRunner(problem, h_max=h_max, local_batch=config.local_batch,
-                       max_rounds=schedule.env.num_workers,
-                       gradient_rounds=rules.gradient_rounds, parallel=config.replay.parallel,
-                       devices=_devices(config))
-  identity = {"config": config_hash(config), "schedule": schedule.sha256(),
-              "data": problem.data.fingerprint()}
-  checkpointer = ckpt_lib.Checkpointer(
-      os.path.join(workdir, "checkpoints"), keep=config.checkpoint_keep, identity=identity)
-  if not primary:
-    checkpointer = distributed.ReadOnlyCheckpointer(checkpointer)
-  replay = Replay(config, schedule, problem, rules, runner, checkpointer=checkpointer,
-                  on_event=on_event)
   final = _run_or_resume(replay, checkpointer, config, workdir, primary)
   evaluated = rules.evaluated(final.tree["servers"])
   summary = _summary(config, schedule, problem, final.meta, evaluated, runner.num_devices)
+  # The simulation state as it lives on the devices (docs/replay.md, "Layout").
+  summary["state_bytes_total"], summary["state_bytes_max_device"] = layout.state_bytes(
+      final.tree)
   if primary:
     _write_outputs(workdir, config, schedule, problem, final.meta, evaluated, summary)
     summary["process_wall_s"] = round(time.time() - wall_start, 3)
     metrics_lib.write_json(os.path.join(workdir, "summary.json"), summary)
   return summary
+
+
+class Run(NamedTuple):
+  """What `build` makes of a config: the pieces of one run, before it starts."""
+  config: ml_collections.ConfigDict  # resolved
+  schedule: Any
+  problem: Problem
+  rules: Any
+  layout: Layout
+  runner: RoundRunner
+  checkpointer: ckpt_lib.Checkpointer
+  replay: Replay
+
+
+def build(config: ml_collections.ConfigDict, workdir: str, problem: Problem | None = None,
+          on_event=None) -> Run:
+  """The schedule, problem, server rules, layout, round runner, checkpointer and replay of a
+  (validated) config; refuses a run that does not fit its devices. Creates `workdir`."""
+  config = config_lib.resolve(config)
+  schedule = schedule_lib.schedule_from_config(config)
+  problem = problem or make_problem(config)
+  rules = algorithms.get(config.algorithm).server_rules(
+      config, problem, schedule.env.num_workers, schedule.num_servers)
+  h_max = max((ev.H for ev in schedule.events if ev.kind == "start"), default=1)
+  layout = Layout(_devices(config), schedule.env.worker_region, schedule.server_region,
+                  rules.global_region)
+  _check_memory(config, layout, problem)
+  # Several processes (halos_jax.distributed): all compute, process 0 alone writes and logs.
+  if distributed.is_primary():
+    os.makedirs(workdir, exist_ok=True)
+  else:
+    config.replay.progress = False
+  runner = RoundRunner(problem, layout, h_max=h_max, local_batch=config.local_batch,
+                       micro_batch=config.micro_batch, gradient_rounds=rules.gradient_rounds,
+                       parallel=config.replay.parallel,
+                       skip_nonfinite=config.get("nonfinite", "stop") == "skip")
+  identity = {"config": config_hash(config), "schedule": schedule.sha256(),
+              "data": problem.data.fingerprint()}
+  checkpointer = ckpt_lib.Checkpointer(
+      os.path.join(workdir, "checkpoints"), keep=config.checkpoint_keep, identity=identity)
+  replay = Replay(config, schedule, problem, rules, runner, checkpointer=checkpointer,
+                  on_event=on_event)
+  return Run(config, schedule, problem, rules, layout, runner, checkpointer, replay)
+
+
+def _check_memory(config, layout: Layout, problem: Problem) -> None:
+  """Refuses a run that the memory plan says cannot fit its devices (halos_jax/memory.py).
+
+  Checked when the device memory is known: `replay.device_memory_gb`, or what a GPU/TPU
+  reports; a CPU host reports none (no check).
+  """
+  device_memory = memory_lib.device_memory_bytes(config)
+  if device_memory is None:
+    return
+  p = memory_lib.plan(config, layout.num_devices, problem=problem)
+  if not p.fits(device_memory):
+    d = p.fullest
+    raise ConfigError(
+        f"the run does not fit: device {d} needs {p.peak(d) / memory_lib.GB:.2f} GB (resident "
+        f"state {p.resident[d] / memory_lib.GB:.2f} GB, round temporaries "
+        f"{(p.temporaries or 0) / memory_lib.GB:.2f} GB, inputs "
+        f"{p.batch_inputs / memory_lib.GB:.2f} GB) of {device_memory / memory_lib.GB:.2f} GB; "
+        "python -m experiments.memory with this config suggests micro_batch / model.remat")
 
 
 def _run_or_resume(replay, checkpointer, config, workdir: str, primary: bool):

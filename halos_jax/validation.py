@@ -97,6 +97,7 @@ _RUN = (
     ("replay.parallel", _BOOL),
     ("replay.num_devices", _INT0),
     ("replay.sync_every", _INT1),
+    ("replay.device_memory_gb", fields.NONNEGATIVE),
     ("replay.progress", _BOOL),
     ("replay.plots", _BOOL),
 )
@@ -108,7 +109,8 @@ _BLOCK_FIELDS = {
     "delayed_nesterov": (("eta", _POSITIVE), ("beta", _MOMENTUM), ("N", _INT1),
                          ("c", fields.UNIT)),
 }
-_OPTIONAL = (("nonfinite", _one_of(config_lib.NONFINITE_POLICIES)),)
+_OPTIONAL = (("nonfinite", _one_of(config_lib.NONFINITE_POLICIES)),
+             ("micro_batch", fields.optional(_INT1)))
 
 _MISSING, _ABSENT = object(), object()  # get(): no default given / has(): not there
 
@@ -122,7 +124,8 @@ def _model_config():
 def _model_rules():
   mc = _model_config()
   return (("model.name", _one_of(mc.MODEL_NAMES)),
-          ("model.compute_dtype", _one_of(mc.COMPUTE_DTYPES)))
+          ("model.compute_dtype", _one_of(mc.COMPUTE_DTYPES)),
+          ("model.remat", _one_of(mc.REMAT_POLICIES)))
 
 
 _short = fields.short
@@ -332,6 +335,10 @@ def validate_config(config: Any, *, with_problem: bool = True) -> None:
   for path, rule in _OPTIONAL:
     if c.has(path):
       c.check(path, rule)
+  micro, local = c.get("micro_batch", None), c.get("local_batch")
+  if micro is not None and local % micro:
+    _fail("micro_batch", micro, f"a divisor of config.local_batch={local} (a local step is a "
+                                "whole number of micro-batches), or None")
   if with_problem:
     _check_problem(c)
   _check_devices(c)

@@ -32,15 +32,33 @@ def configured_rescale(settings) -> bool:
 class ServerRules:
   """Base class. Subclasses implement the events their schedules contain."""
   gradient_rounds = False  # True: worker rounds return gradients (ddp)
+  global_region = None  # the region of a global server above the others (HALoS's GPS)
 
   def __init__(self, config, problem, num_workers: int, num_servers: int):
     self.config = config
     self.problem = problem
     self.num_workers = num_workers
     self.num_servers = num_servers
+    self.layout = None  # set by `place`: where the servers live (halos_jax/replay/layout.py)
 
   def init(self, x0: Params) -> Servers:
     raise NotImplementedError
+
+  def place(self, servers: Servers, layout) -> Servers:
+    """`servers` on their devices (each in its region, `layout`); remembers the layout.
+
+    By default the whole state is one server's, on the device of server 0.
+    """
+    self.layout = layout
+    return layout.to(servers, layout.server_device(0))
+
+  def to_server(self, tree: Params, server: int) -> Params:
+    """A message arriving at server `server`: `tree` copied to its device."""
+    return tree if self.layout is None else self.layout.to(tree, self.layout.server_device(server))
+
+  def to_global(self, tree: Params) -> Params:
+    """A message arriving at the global server: `tree` copied to its device."""
+    return tree if self.layout is None else self.layout.to(tree, self.layout.global_device())
 
   def model(self, servers: Servers, server: int) -> Params:
     """The model a worker of `server` starts from (a `start` event's snapshot)."""

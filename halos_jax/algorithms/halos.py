@@ -248,6 +248,7 @@ def _exchange_columns(cols: dict, kind: np.ndarray, ex_of: np.ndarray, loop: _Lo
 
 class HALoSRules(base.ServerRules):
   """An LPS per group of workers, the GPS in region 0 (halos_jax.optim.halos)."""
+  global_region = GPS_REGION
 
   def __init__(self, config, problem, num_workers, num_servers):
     super().__init__(config, problem, num_workers, num_servers)
@@ -284,6 +285,13 @@ class HALoSRules(base.ServerRules):
         "outbox": [x0 for _ in range(self.num_servers)],
     }
 
+  def place(self, servers, layout):
+    """LPS r and its outbox on a device of LPS r's region, the GPS on one of its own."""
+    self.layout = layout
+    return {"lps": [self.to_server(x, r) for r, x in enumerate(servers["lps"])],
+            "gps": self.to_global(servers["gps"]),
+            "outbox": [self.to_server(x, r) for r, x in enumerate(servers["outbox"])]}
+
   def model(self, servers, server):
     return servers["lps"][server].params
 
@@ -310,9 +318,11 @@ class HALoSRules(base.ServerRules):
     return self._set(servers, "outbox", ev.server, self._delta(servers["lps"][ev.server]))
 
   def on_gps_apply(self, servers, ev):  # pylint: disable=redefined-outer-name
-    gps = self._gps_apply(servers["gps"], servers["outbox"][ev.server], np.int32(ev.steps))
+    delta = self.to_global(servers["outbox"][ev.server])  # the Delta reaches the GPS
+    gps = self._gps_apply(servers["gps"], delta, np.int32(ev.steps))
     servers = {**servers, "gps": gps}
-    return self._set(servers, "outbox", ev.server, gps.params)  # a copy leaves for the LPS
+    # A copy of the global model leaves for the LPS (it waits in the outbox on the LPS's side).
+    return self._set(servers, "outbox", ev.server, self.to_server(gps.params, ev.server))
 
   def on_merge(self, servers, ev):  # pylint: disable=redefined-outer-name
     lps = self._merge(servers["lps"][ev.server], servers["outbox"][ev.server])

@@ -14,6 +14,9 @@ import math
 
 COMPUTE_DTYPES = ("float32", "bfloat16")
 PARAM_DTYPES = ("float32",)
+# Activation rematerialisation: 'none' keeps every block's activations for the backward pass,
+# 'block' keeps only each block's input and recomputes the rest (jax.checkpoint per block).
+REMAT_POLICIES = ("none", "block")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -45,6 +48,7 @@ class PythiaConfig:
   compute_dtype: str = "float32"  # matmul dtype: 'float32' | 'bfloat16' (params stay fp32)
   param_dtype: str = "float32"  # storage dtype of parameters (fp32 only)
   init_std: float = 0.02  # std of the normal init of matrices reading the residual stream
+  remat: str = "none"  # 'none' | 'block' (REMAT_POLICIES)
 
   def __post_init__(self):
     for name in ("vocab_size", "d_model", "num_layers", "num_heads", "max_seq_len", "mlp_ratio"):
@@ -72,6 +76,8 @@ class PythiaConfig:
       raise ValueError(
           f"PythiaConfig.compute_dtype must be one of {COMPUTE_DTYPES}, got {self.compute_dtype!r}"
       )
+    if self.remat not in REMAT_POLICIES:
+      raise ValueError(f"PythiaConfig.remat must be one of {REMAT_POLICIES}, got {self.remat!r}")
     if self.param_dtype not in PARAM_DTYPES:
       raise ValueError(
           f"PythiaConfig.param_dtype must be one of {PARAM_DTYPES} (optimizer and replay "
@@ -111,6 +117,7 @@ _NAMED_SIZES = {
     "pythia-70m": (_PYTHIA_VOCAB, 512, 6, 8, _PYTHIA_SEQ),
     "pythia-160m": (_PYTHIA_VOCAB, 768, 12, 12, _PYTHIA_SEQ),
     "pythia-410m": (_PYTHIA_VOCAB, 1024, 24, 16, _PYTHIA_SEQ),
+    "pythia-1b": (_PYTHIA_VOCAB, 2048, 16, 8, _PYTHIA_SEQ),
 }
 MODEL_NAMES = tuple(_NAMED_SIZES)
 
@@ -120,7 +127,7 @@ def get_model_config(name: str, **overrides) -> PythiaConfig:
 
   Args:
     name: one of MODEL_NAMES: 'tiny', 'pythia-14m', 'pythia-70m', 'pythia-160m',
-      'pythia-410m'.
+      'pythia-410m', 'pythia-1b'.
     **overrides: PythiaConfig fields to replace, e.g. compute_dtype='bfloat16'.
 
   Returns:

@@ -284,6 +284,7 @@ class Pythia(nnx.Module):
   """
 
   def __init__(self, cfg: PythiaConfig, *, rngs: nnx.Rngs):
+    self.remat = cfg.remat
     self.embed_in = nnx.Embed(
         cfg.vocab_size, cfg.d_model, embedding_init=_normal(cfg.init_std), rngs=rngs
     )
@@ -312,9 +313,15 @@ class Pythia(nnx.Module):
     """The final-LayerNorm output that embed_out maps to logits: (B, T, D) float32."""
     x_BxTxD = self.embed_in(tokens_BxT)  # fp32 (the param dtype)
 
+    def apply_block(block: Block, x_BxTxD):
+      return block(x_BxTxD)
+
+    if self.remat == "block":  # keep only each block's input for the backward pass
+      apply_block = nnx.remat(apply_block)
+
     @nnx.scan(in_axes=(nnx.Carry, 0), out_axes=nnx.Carry, unroll=SCAN_UNROLL)
     def run_layers(x_BxTxD, block: Block):
-      return block(x_BxTxD)
+      return apply_block(block, x_BxTxD)
 
     x_BxTxD = run_layers(x_BxTxD, self.layers)
     return self.final_layer_norm(x_BxTxD)

@@ -128,9 +128,9 @@ def _orbax_quiet_on_failure():
 
 
 def _process_local() -> dict:
-  """orbax options of a multi-process run (halos_jax.distributed): each process uses orbax on
-  its own, without cross-process barriers; only process 0 saves (halos_jax.train), the others
-  only read. Empty in a single process."""
+  """orbax options for what process 0 alone writes in a multi-process run (the final model):
+  each process uses orbax on its own, without cross-process barriers. Empty in a single
+  process."""
   if jax.process_count() == 1:
     return {}
   p = jax.process_index()
@@ -138,23 +138,35 @@ def _process_local() -> dict:
       primary_host=p, active_processes={p})}
 
 
+def _global(x) -> bool:
+  """A global array spanning several processes (the worker slots, replay/layout.py)."""
+  return isinstance(x, jax.Array) and not x.is_fully_addressable
+
+
 def _savable(tree):
-  """orbax refuses process-local arrays in a multi-process run: those save as NumPy."""
-  return tree if jax.process_count() == 1 else jax.device_get(tree)
+  """orbax refuses process-local arrays in a multi-process run: those (the servers, the same in
+  every process) save as NumPy, written by process 0; global arrays save shard by shard, each
+  process writing its own."""
+  if jax.process_count() == 1:
+    return tree
+  return jax.tree.map(lambda x: x if _global(x) else jax.device_get(x), tree)
 
 
 def _restorable(tree):
-  """What to restore into: the template's arrays (multi-process: NumPy of their shape)."""
+  """What to restore into: the template's arrays; in a multi-process run process-local ones as
+  NumPy of their shape, global ones with their sharding (each process reads its shards)."""
   if jax.process_count() == 1:
     return jax.tree.map(ocp.utils.to_shape_dtype_struct, tree)
-  return jax.tree.map(lambda x: jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
+  return jax.tree.map(lambda x: ocp.utils.to_shape_dtype_struct(x) if _global(x)
+                      else jax.ShapeDtypeStruct(x.shape, x.dtype), tree)
 
 
 def _placed(tree, template):
   """Multi-process: restored NumPy arrays placed like the template's (this process's device)."""
   if jax.process_count() == 1:
     return tree
-  return jax.tree.map(lambda r, t: jax.device_put(r, t.sharding), tree, template)
+  return jax.tree.map(lambda r, t: r if _global(t) else jax.device_put(r, t.sharding),
+                      tree, template)
 
 
 class Checkpointer:
@@ -165,12 +177,10 @@ class Checkpointer:
     self.identity = dict(identity or {})
     self._unreadable: set[int] = set()
     self._failed = False  # a save failed (and was reported)
-    local = _process_local()
-    if local:  # orbax creates directories only with cross-process barriers
-      os.makedirs(self.directory, exist_ok=True)
+    # Every process takes part in a save (collective: each writes its shards of the worker
+    # slots, process 0 the rest); orbax's barriers run over jax.distributed.
     options = ocp.CheckpointManagerOptions(
-        max_to_keep=max(1, int(keep)), enable_async_checkpointing=False, create=not local,
-        **local)
+        max_to_keep=max(1, int(keep)), enable_async_checkpointing=False)
     self.manager = ocp.CheckpointManager(self.directory, options=options)
 
   def step_path(self, step: int) -> str:
@@ -253,8 +263,11 @@ class Checkpointer:
         if other is None:
           ReplayMeta.check_json(meta, template.num_workers)
           with _orbax_quiet_on_failure():
-            tree = self.manager.restore(
-                step, args=ocp.args.Composite(state=ocp.args.StandardRestore(abstract)))["state"]
+            # strict=False: the worker slots are padded to a multiple of the device count, so a
+            # resume on another device count may hold more or fewer padding slots (rows past
+            # the last worker: never used); every other shape is fixed by the run's identity.
+            tree = self.manager.restore(step, args=ocp.args.Composite(
+                state=ocp.args.StandardRestore(abstract, strict=False)))["state"]
       except Exception as e:  # pylint: disable=broad-except
         self._unreadable.add(step)
         errors.append(f"step {step}: {reason(e)}")

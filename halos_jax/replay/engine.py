@@ -19,10 +19,10 @@ import time
 from typing import Any, Callable
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 
 from halos_jax import config_lib
+from halos_jax import distributed
 from halos_jax.algorithms.base import ServerRules
 from halos_jax.replay import interrupts
 from halos_jax.replay import metrics as metrics_lib
@@ -62,6 +62,7 @@ class Replay:
     self.problem = problem
     self.rules = rules
     self.runner = runner
+    self.layout = runner.layout
     self.checkpointer = checkpointer
     self.log = log or (lambda s: print(s, flush=True))
     self.on_event = on_event
@@ -82,15 +83,12 @@ class Replay:
   def initial_state(self) -> ReplayState:
     x0 = self.problem.init_params()
     opt0 = jax.jit(self.problem.worker_optimizer.init)(x0)
-    w = self.num_workers
     tree = {
-        "servers": self.rules.init(x0),
-        "worker_opt": [opt0] * w,
-        "snapshot": [x0] * w,
-        "delta": [x0] * w,
-        "loss": [jnp.zeros((), jnp.float32)] * w,
+        # Each server on a device of its region, the worker slots sharded over the mesh.
+        "servers": self.rules.place(self.rules.init(x0), self.layout),
+        "workers": self.runner.init_workers(x0, opt0),
     }
-    return ReplayState(tree, ReplayMeta.fresh(w, self.config.log_interval))
+    return ReplayState(tree, ReplayMeta.fresh(self.num_workers, self.config.log_interval))
 
   # -- evaluation ------------------------------------------------------------------------------
 
@@ -138,13 +136,15 @@ class Replay:
     kind = ev.kind
     if kind == "start":
       w = ev.worker
-      tree["snapshot"][w] = self.rules.model(tree["servers"], ev.server)
+      # The snapshot: a copy of the server's model into the worker's slot, on its device.
+      model = self.rules.model(tree["servers"], ev.server)
+      tree["workers"]["x"] = self.layout.write(tree["workers"]["x"], w, model)
       meta.spec[w] = RoundSpec(ev.round, w, ev.H, ev.data_start, ev.data_end, ev.lr_offset)
       meta.status[w] = PENDING
     elif kind == "arrive":
       w = ev.worker
       self._ensure_computed(tree, meta, w)
-      result = RoundResult(tree["delta"][w], None, tree["loss"][w])
+      result = self._result(tree, w, ev.server)
       before = tree["servers"]
       tree["servers"] = self.rules.on_arrive(before, ev, result)
       code = None
@@ -152,12 +152,12 @@ class Replay:
         code = nonfinite.nonfinite_codes([result.delta], [result.loss])[0]
         if tree["servers"] is not before:  # this arrival updates a server
           tree["servers"] = self._skip_if_nonfinite(code, before, tree["servers"], ev, meta)
-      self._account_loss(meta, tree["loss"][w], ev.H, code)
+      self._account_loss(meta, result.loss, ev.H, code)
     elif kind == "sync":
       workers = [self._worker_of_round(meta, r) for r in ev.rounds]
       for w in workers:
         self._ensure_computed(tree, meta, w)
-      results = [RoundResult(tree["delta"][w], None, tree["loss"][w]) for w in workers]
+      results = [self._result(tree, w, ev.server) for w in workers]
       specs = [RoundSpec(*meta.spec[w]) for w in workers]
       before = tree["servers"]
       tree["servers"] = self.rules.on_sync(before, ev, results, specs)
@@ -207,28 +207,25 @@ class Replay:
     else:
       todo = [w]
     specs = [RoundSpec(*meta.spec[v]) for v in todo]
-    old_opts = [tree["worker_opt"][v] for v in todo]
-    results = self.runner.run(specs, [tree["snapshot"][v] for v in todo], old_opts)
-    codes = nonfinite.nonfinite_codes([r.delta for r in results], [r.loss for r in results])
-    if self.skip:
-      # A round that will be skipped must not leave a non-finite optimizer state behind.
-      results = [r._replace(opt_state=nonfinite.select_if_finite(c, r.opt_state, o))
-                 for r, c, o in zip(results, codes, old_opts)]
-    else:
-      meta.round_checks.append((codes, specs, meta.cursor))
-    for v, res in zip(todo, results):
-      tree["delta"][v] = res.delta
-      tree["worker_opt"][v] = res.opt_state
-      tree["loss"][v] = res.loss
-      tree["snapshot"][v] = tree["delta"][v]  # the snapshot is no longer needed: free it
+    tree["workers"], checks = self.runner.run(tree["workers"], specs)
+    if not self.skip:  # policy 'skip' decides at each arrival instead
+      meta.round_checks += [(codes, group, meta.cursor) for codes, group in checks]
+    for v in todo:
       meta.status[v] = COMPUTED
     meta.rounds_computed += len(todo)
     meta.steps_computed += sum(s.H for s in specs)
     self._since_sync += 1
     if self._since_sync >= max(1, int(self.config.replay.sync_every)):
       # CPU collectives must not pile up: wait for this batch before dispatching more.
-      jax.block_until_ready(results[-1].delta)
+      jax.block_until_ready(tree["workers"]["loss"])
       self._since_sync = 0
+
+  def _result(self, tree, w, server) -> RoundResult:
+    """Worker w's computed round as a message: its row and loss copied to the server's device."""
+    workers = tree["workers"]
+    row = self.layout.read({"x": workers["x"], "loss": workers["loss"]}, w,
+                           self.layout.server_device(server))
+    return RoundResult(row["x"], None, row["loss"])
 
   def _account_loss(self, meta, loss, steps, code=None):
     meta.pending_losses.append([loss, int(steps), code])
@@ -324,7 +321,7 @@ class Replay:
     return f"the last good checkpoint is kept: {self.checkpointer.step_path(step)}"
 
   def _check_servers_finite(self, tree, meta):
-    if bool(nonfinite.all_finite_jit(tree["servers"])):
+    if nonfinite.all_finite_per_device(tree["servers"]):
       return
     ev = self.events[meta.cursor - 1]
     raise nonfinite.NonFiniteError(
@@ -350,7 +347,10 @@ class Replay:
     if every > 0 and meta.server_updates % every == 0:
       return True
     every_s = float(self.config.checkpoint_every_s)
-    return every_s > 0 and time.time() - self._last_save >= every_s
+    if every_s <= 0:
+      return False
+    # Several processes save together: process 0's clock decides for all of them.
+    return distributed.decide(time.time() - self._last_save >= every_s)
 
   def _resolve_metrics(self, meta):
     """Turns device-side losses of update records into floats, reads the non-finite flags of
@@ -365,9 +365,9 @@ class Replay:
         "losses": [[(l, c) for l, _, c in r["_losses"]] for r in todo],
         "skips": [r.get("_skips", []) for r in todo]})
     for codes, (_, specs, cursor) in zip(got["checks"], checks):
-      for code, spec in zip(codes, specs):
-        if code:
-          self._raise_nonfinite(int(code), spec, cursor)
+      for spec in specs:  # codes are per slot: worker w in slot w
+        if codes[spec.worker]:
+          self._raise_nonfinite(int(codes[spec.worker]), spec, cursor)
     for r, values, skips in zip(todo, got["losses"], got["skips"]):
       entries = r.pop("_losses")
       r.pop("_skips", None)

@@ -51,6 +51,17 @@ def select_if_finite(code, new, old):
 all_finite_jit = jax.jit(all_finite)
 
 
+def all_finite_per_device(tree) -> bool:
+  """Whether every leaf of `tree` is finite, its leaves living on several devices (the servers
+  of a hierarchy): one program per device, one host read."""
+  groups = {}
+  for leaf in jax.tree.leaves(tree):
+    key = tuple(sorted(d.id for d in leaf.sharding.device_set)) if isinstance(
+        leaf, jax.Array) else ()
+    groups.setdefault(key, []).append(leaf)
+  return all(bool(f) for f in jax.device_get([all_finite_jit(g) for g in groups.values()]))
+
+
 def round_message(code: int, spec, gradient: bool, last_good: str, arrival=None) -> str:
   """The NonFiniteError message of a round (policy 'stop'); arrival: (event, t_ms) or None."""
   where = ("" if arrival is None else

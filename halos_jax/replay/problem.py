@@ -119,7 +119,8 @@ def language_model_problem(config) -> Problem:
   from halos_jax import optim  # pylint: disable=g-import-not-at-top
 
   stream = data_lib.build_stream(config.data)
-  overrides = {"compute_dtype": config.model.compute_dtype}
+  overrides = {"compute_dtype": config.model.compute_dtype,
+               "remat": config.model.get("remat", "none")}
   cfg = models.get_model_config(config.model.name, **overrides)
   if stream.vocab_size > cfg.vocab_size:
     raise ValueError(

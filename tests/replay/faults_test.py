@@ -191,7 +191,7 @@ def test_skip_in_a_synchronous_algorithm_skips_the_whole_sync(tiny_env, tmp_path
   final = {}
 
   def keep(ev, tree, rules):
-    final["worker_opt"] = tree["worker_opt"]
+    final["worker_opt"] = tree["workers"]["opt"]  # stacked over the worker slots
 
   summary = train.train_and_evaluate(config, str(tmp_path), problem=problem, on_event=keep)
   assert summary["skipped_updates"] == 1

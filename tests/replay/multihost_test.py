@@ -123,8 +123,14 @@ def test_two_processes_equal_one_process_with_eight_devices(runs):
   assert a["rounds_computed"] == b["rounds_computed"] > 8
   assert b["params_sha256"] == a["params_sha256"]
   assert _val_losses(runs["two"]) == _val_losses(runs["one"])
-  # Process 0 reports and writes (checkpoints too, without cross-process barriers); process 1
-  # only computes.
+  # No full copy per process: each process holds only its share of the worker slots, and its
+  # own copy of the servers (replay/layout.py), so two processes hold less than twice the state
+  # of one, and no device holds it all.
+  servers = b["state_bytes_total"] - a["state_bytes_total"]
+  assert 0 < servers < a["state_bytes_total"] / 2
+  assert b["state_bytes_max_device"] < a["state_bytes_total"] / 2
+  # Process 0 reports and writes the outputs; checkpoints are written by both (each its shards
+  # of the worker slots).
   out0, out1 = runs["outs"]
   assert "params_sha256" in out0 and "params_sha256" not in out1
   assert len(os.listdir(os.path.join(runs["two"], "checkpoints"))) >= 3

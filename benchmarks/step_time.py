@@ -13,7 +13,8 @@ It also prints the memory of the step as XLA compiled it for this backend (argum
 temporaries = activations and gradients) and of the replay's simulation state (halos_jax.replay:
 per worker one model-sized row and AdamW moments; the servers' state), computed from shapes
 without allocating them (per device: `python -m experiments.memory`). `--compile_only` skips
-the timing (for models too large for this machine); `--model` overrides config.model.name. docs/scale.md has the numbers for the paper.
+the timing (for models too large for this machine); `--model` overrides config.model.name.
+docs/scale.md has the numbers for the paper.
 """
 from __future__ import annotations
 

@@ -91,11 +91,13 @@ def main(argv):
   import optax  # pylint: disable=g-import-not-at-top
   from halos_jax import models  # pylint: disable=g-import-not-at-top
   from halos_jax.replay.problem import lm_worker_optimizer  # pylint: disable=g-import-not-at-top
+  from halos_jax.replay.rounds import accumulated_value_and_grad  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   name = _MODEL.value or config.model.name
   try:
-    cfg = models.get_model_config(name, compute_dtype=config.model.compute_dtype)
+    cfg = models.get_model_config(name, compute_dtype=config.model.compute_dtype,
+                                  remat=config.model.get("remat", "none"))
   except (KeyError, ValueError) as e:
     print(f"error: --model={name}: {e}", file=sys.stderr)
     sys.exit(2)
@@ -104,8 +106,14 @@ def main(argv):
   mem = state_bytes(config, name)
   problem_opt = lm_worker_optimizer(config.worker, lm)
 
+  micro = int(config.get("micro_batch", None) or b)
+  if b % micro:
+    print(f"error: --config.micro_batch={micro} must divide local_batch={b}", file=sys.stderr)
+    sys.exit(2)
+  value_and_grad = accumulated_value_and_grad(lm.loss, b // micro)  # as the replay's rounds
+
   def step(params, state, batch, lr):
-    loss, grads = jax.value_and_grad(lm.loss)(params, batch)
+    loss, grads = value_and_grad(params, batch)
     updates, state = problem_opt.update(grads, state, params, learning_rate=lr)
     return optax.apply_updates(params, updates), state, loss
 
@@ -120,8 +128,8 @@ def main(argv):
   ma = compiled.memory_analysis()
   device = jax.devices()[0]
   print(f"model {name} ({models.param_count(cfg):,} parameters, compute {cfg.compute_dtype}), "
-        f"B x T = {b} x {t}, on {device.platform}:{device.device_kind} "
-        f"(compiled in {compile_s:.1f} s)")
+        f"B x T = {b} x {t} ({b // micro} micro-batch(es)), remat {cfg.remat}, on "
+        f"{device.platform}:{device.device_kind} (compiled in {compile_s:.1f} s)")
   if ma is not None:
     print(f"  step memory (XLA): arguments {ma.argument_size_in_bytes / GB:.2f} GB, outputs "
           f"{ma.output_size_in_bytes / GB:.2f} GB (aliased {ma.alias_size_in_bytes / GB:.2f}), "

@@ -107,14 +107,23 @@ def _val_losses(workdir):
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory):
-  """One process x 8 devices, then two processes x 4 devices (checkpointing as they go)."""
+  """One process x 8 devices twice, then two processes x 4 devices (checkpointing as they
+  go)."""
   tmp = tmp_path_factory.mktemp("multihost")
   env_path = tmp / "env8.yaml"
   env_path.write_text(ENV8)
-  one, two = str(tmp / "one"), str(tmp / "two")
+  one, two, again = str(tmp / "one"), str(tmp / "two"), str(tmp / "again")
   _run([_command(env_path, one)], devices=8)
+  _run([_command(env_path, again)], devices=8)
   outs = _two_processes(env_path, two, checkpoint_every=2, checkpoint_keep=50)
-  return {"env": env_path, "one": one, "two": two, "outs": outs}
+  return {"env": env_path, "one": one, "two": two, "again": again, "outs": outs}
+
+
+def test_two_fresh_eight_device_processes_give_the_same_bits(runs):
+  a, b = _summary(runs["one"]), _summary(runs["again"])
+  assert a["devices"] == b["devices"] == 8
+  assert a["params_sha256"] == b["params_sha256"]
+  assert _val_losses(runs["one"]) == _val_losses(runs["again"])
 
 
 def test_two_processes_equal_one_process_with_eight_devices(runs):

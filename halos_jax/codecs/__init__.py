@@ -6,14 +6,14 @@ A codec is a `Codec` of pure functions over pytrees: `init(tree) -> state`,
 of that structure and shapes, whatever its values. `make(name, **params)` builds the named ones.
 """
 from halos_jax.codecs.base import Codec
-from halos_jax.codecs.base import CODEC_NAMES
 from halos_jax.codecs.base import ErrorFeedbackState
 from halos_jax.codecs.base import error_feedback
 from halos_jax.codecs.base import identity
-from halos_jax.codecs.base import make
 from halos_jax.codecs.casts import bf16
 from halos_jax.codecs.casts import fp8
 from halos_jax.codecs.quantize import blockwise_int
+from halos_jax.codecs.registry import CODEC_NAMES
+from halos_jax.codecs.registry import make
 from halos_jax.codecs.sparse import topk
 
 __all__ = [

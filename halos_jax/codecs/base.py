@@ -1,4 +1,4 @@
-"""The codec interface, the identity codec, error feedback and the registry."""
+"""The codec interface, the identity codec and error feedback."""
 from __future__ import annotations
 
 from typing import Any, Callable, NamedTuple
@@ -77,32 +77,3 @@ def error_feedback(codec: Codec) -> Codec:
     return payload, ErrorFeedbackState(jax.tree.map(lambda a, b: a - b, y, sent), inner)
 
   return Codec(init, encode, codec.decode, codec.payload_bytes, codec.name + "+ef")
-
-
-CODEC_NAMES = ("none", "bf16", "fp8", "int8", "int4", "topk")
-
-
-def make(name: str, *, block_size: int = 64, fraction: float = 0.01,
-         feedback: bool | None = None) -> Codec:
-  """The named codec.
-
-  Args:
-    name: one of CODEC_NAMES.
-    block_size: values per scale of the blockwise quantisers (int8, int4).
-    fraction: topk: the fraction of each leaf's entries sent (at least one).
-    feedback: wrap in error feedback (default: True for topk, False otherwise).
-
-  Raises:
-    ValueError: an unknown name or a parameter out of range.
-  """
-  from halos_jax.codecs import casts, quantize, sparse  # pylint: disable=g-import-not-at-top
-  builders = {"none": identity, "bf16": casts.bf16, "fp8": casts.fp8,
-              "int8": lambda: quantize.blockwise_int(8, block_size),
-              "int4": lambda: quantize.blockwise_int(4, block_size),
-              "topk": lambda: sparse.topk(fraction)}
-  if name not in builders:
-    raise ValueError(f"codec {name!r}: must be one of {', '.join(CODEC_NAMES)}")
-  codec = builders[name]()
-  if feedback if feedback is not None else name == "topk":
-    codec = error_feedback(codec)
-  return codec

@@ -50,6 +50,7 @@ def base_config(algorithm: str) -> ml_collections.ConfigDict:
   c.message_bytes = config_dict.placeholder(int)  # bytes per message; None: fp32 model size
 
   _add_worker(c)
+  _add_exchange(c)
   _add_model_and_data(c)
   _add_evaluation_and_replay(c)
   return c
@@ -67,6 +68,20 @@ def _add_worker(c: ml_collections.ConfigDict) -> None:
   c.worker.eps = 1e-8  # AdamW epsilon
   c.worker.weight_decay = 0.1  # decoupled; weight matrices and embeddings only (docs/optimizers.md)
   c.worker.clip_norm = 1.0  # global-norm gradient clipping
+
+
+def _add_exchange(c: ml_collections.ConfigDict) -> None:
+  # --- Compressed exchanges (docs/codecs.md): none | bf16 | fp8 | int8 | int4 | topk ---------
+  c.exchange = ml_collections.ConfigDict()
+  c.exchange.codec = "none"  # worker -> server: pseudo-gradients, gradients (all-reduce)
+  c.exchange.global_codec = "none"  # HALoS's LPS -> GPS Delta
+  c.exchange.model_codec = "none"  # server -> worker models (stateless codecs only)
+  c.exchange.block_size = 64  # int8/int4: values per scale
+  c.exchange.fraction = 0.01  # topk: fraction of each leaf's entries sent
+  c.exchange.error_feedback = config_dict.placeholder(bool)  # None: on for topk only
+  # Derived by `resolve` from the codecs (None: message_bytes): each message kind's size.
+  for kind in ("upload", "download", "delta", "global"):
+    c.exchange[kind + "_bytes"] = config_dict.placeholder(int)
 
 
 def _add_model_and_data(c: ml_collections.ConfigDict) -> None:
@@ -144,13 +159,41 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
   or the configured model's fp32 parameters (`models.param_bytes`).
   """
   c = ml_collections.ConfigDict(config.to_dict())
-  if c.get("message_bytes") is None:
+  derived = c.get("message_bytes") is None
+  if derived:
     if c.get("problem", "lm") == "quadratic":
       c.message_bytes = 4 * int(c.quadratic.dim)
     else:
       from halos_jax import models  # pylint: disable=g-import-not-at-top  (imports JAX)
       c.message_bytes = int(models.param_bytes(models.get_model_config(c.model.name)))
+  _resolve_message_sizes(c, derived)
   return c
+
+
+# Which codec compresses each kind of message.
+_CODEC_OF_KIND = {"upload": "codec", "download": "model_codec", "delta": "global_codec"}
+
+
+def _resolve_message_sizes(c: ml_collections.ConfigDict, derived: bool) -> None:
+  """`exchange.<kind>_bytes`: the payload of the kind's codec (docs/codecs.md), for the trained
+  model's tree when `message_bytes` is its size, else for one flat fp32 vector of
+  message_bytes / 4 values (e.g. runlocal's Pythia-70M-sized messages). Untouched (None) for
+  `none`: those messages are `message_bytes`."""
+  ex = c.get("exchange")
+  if ex is None or all(ex.get(key, "none") == "none" for key in _CODEC_OF_KIND.values()):
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  from halos_jax import codecs  # pylint: disable=g-import-not-at-top
+  if derived and c.get("problem", "lm") != "quadratic":
+    from halos_jax import models  # pylint: disable=g-import-not-at-top
+    lm = models.make_language_model(models.get_model_config(c.model.name))
+    like = jax.eval_shape(lambda: lm.init(0))
+  else:
+    like = {"x": jax.ShapeDtypeStruct((int(c.message_bytes) // 4,), "float32")}
+  for kind, key in _CODEC_OF_KIND.items():
+    if ex.get(key, "none") != "none":
+      codec = codecs.make(ex[key], block_size=int(ex.block_size), fraction=float(ex.fraction))
+      ex[kind + "_bytes"] = int(codec.payload_bytes(like))
 
 
 def parse_args(arg: str | None) -> set[str]:

@@ -24,12 +24,14 @@ from typing import Any, NamedTuple
 import ml_collections
 
 from halos_jax import algorithms
+from halos_jax import codecs
 from halos_jax import config_lib
 from halos_jax import distributed
 from halos_jax import memory as memory_lib
 from halos_jax import schedule as schedule_lib
 from halos_jax import validation
 from halos_jax.replay import checkpoint as ckpt_lib
+from halos_jax.schedule import analysis
 from halos_jax.replay import metrics as metrics_lib
 from halos_jax.replay.engine import Replay
 from halos_jax.replay.interrupts import interrupt_on_signals
@@ -123,7 +125,8 @@ def build(config: ml_collections.ConfigDict, workdir: str, problem: Problem | No
   runner = RoundRunner(problem, layout, h_max=h_max, local_batch=config.local_batch,
                        micro_batch=config.micro_batch, gradient_rounds=rules.gradient_rounds,
                        parallel=config.replay.parallel,
-                       skip_nonfinite=config.get("nonfinite", "stop") == "skip")
+                       skip_nonfinite=config.get("nonfinite", "stop") == "skip",
+                       codec=codecs.from_config(config.get("exchange"), "codec"))
   identity = {"config": config_hash(config), "schedule": schedule.sha256(),
               "data": problem.data.fingerprint()}
   checkpointer = ckpt_lib.Checkpointer(
@@ -192,6 +195,8 @@ def _summary(config, schedule, problem: Problem, meta, evaluated, num_devices: i
       "steps_computed": int(meta.steps_computed),
       "skipped_updates": int(meta.skipped_updates),  # nonfinite='skip'
       "schedule_sha256": schedule.sha256(),
+      # Bytes of one message of each kind the algorithm sends (docs/codecs.md).
+      "message_bytes": analysis.message_bytes(schedule),
       "params_sha256": params_sha256(evaluated),
       "wall_time_s": round(meta.wall_s, 3),
       "devices": num_devices,

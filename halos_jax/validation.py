@@ -270,6 +270,25 @@ def _check_data(c: _Config) -> None:
           f"<= {model.max_seq_len}, the max_seq_len of model {c.get('model.name')!r}")
 
 
+def _check_exchange(c: _Config) -> None:
+  """config.exchange (docs/codecs.md): the codecs of each kind of message and their
+  parameters; absent in configs written before codecs existed (no compression then)."""
+  if not c.has("exchange"):
+    return
+  from halos_jax.codecs import registry  # pylint: disable=g-import-not-at-top
+  names = registry.CODEC_NAMES
+  c.check("exchange.codec", _one_of(names))
+  c.check("exchange.global_codec", _one_of(names))
+  # A model is sent whole each time: no residual to feed back, so no top-k.
+  c.check("exchange.model_codec", _one_of(n for n in names if n != "topk"))
+  c.check("exchange.block_size", _INT1)
+  c.check("exchange.fraction", fields.real(0.0, 1.0, low_open=True))
+  c.check("exchange.error_feedback", fields.optional(_BOOL))
+  for kind in ("upload", "download", "delta", "global"):  # derived by resolve, or set by hand
+    if c.has(f"exchange.{kind}_bytes"):
+      c.check(f"exchange.{kind}_bytes", fields.optional(_INT1))
+
+
 def _check_devices(c: _Config) -> None:
   n = c.get("replay.num_devices")
   if n:  # asks JAX only when a count is given (0 = all devices)
@@ -341,6 +360,7 @@ def validate_config(config: Any, *, with_problem: bool = True) -> None:
                                 "whole number of micro-batches), or None")
   if with_problem:
     _check_problem(c)
+  _check_exchange(c)
   _check_devices(c)
 
 

@@ -275,6 +275,18 @@ class HALoSRules(base.ServerRules):
 
     delta = jax.jit(optim.lps_delta)
     self._receive, self._gps_apply, self._merge, self._delta = receive, gps_apply, merge, delta
+    # The LPS -> GPS codec (docs/codecs.md): each LPS keeps its own codec state.
+    from halos_jax import codecs  # pylint: disable=g-import-not-at-top
+    self.codec = codecs.from_config(config.get("exchange"), "global_codec")
+    if self.codec is not None:
+      codec = self.codec
+
+      @jax.jit
+      def compress(delta, state):
+        payload, state = codec.encode(delta, state)
+        return codec.decode(payload, delta), state
+
+      self._compress = compress
 
   def init(self, x0):
     return {
@@ -283,14 +295,19 @@ class HALoSRules(base.ServerRules):
         # One exchange in flight per LPS at most (equality trigger): its Delta, then the
         # global model travelling back.
         "outbox": [x0 for _ in range(self.num_servers)],
+        **({} if self.codec is None else
+           {"codec": [self.codec.init(x0) for _ in range(self.num_servers)]}),
     }
 
   def place(self, servers, layout):
     """LPS r and its outbox on a device of LPS r's region, the GPS on one of its own."""
     self.layout = layout
-    return {"lps": [self.to_server(x, r) for r, x in enumerate(servers["lps"])],
-            "gps": self.to_global(servers["gps"]),
-            "outbox": [self.to_server(x, r) for r, x in enumerate(servers["outbox"])]}
+    placed = {"lps": [self.to_server(x, r) for r, x in enumerate(servers["lps"])],
+              "gps": self.to_global(servers["gps"]),
+              "outbox": [self.to_server(x, r) for r, x in enumerate(servers["outbox"])]}
+    if "codec" in servers:
+      placed["codec"] = [self.to_server(x, r) for r, x in enumerate(servers["codec"])]
+    return placed
 
   def model(self, servers, server):
     return servers["lps"][server].params
@@ -315,7 +332,11 @@ class HALoSRules(base.ServerRules):
     return self._set(before, "lps", ev.server, lps)
 
   def on_send(self, servers, ev):  # pylint: disable=redefined-outer-name
-    return self._set(servers, "outbox", ev.server, self._delta(servers["lps"][ev.server]))
+    delta = self._delta(servers["lps"][ev.server])
+    if self.codec is not None:  # what the GPS will decode; the LPS keeps the codec's state
+      delta, state = self._compress(delta, servers["codec"][ev.server])
+      servers = self._set(servers, "codec", ev.server, state)
+    return self._set(servers, "outbox", ev.server, delta)
 
   def on_gps_apply(self, servers, ev):  # pylint: disable=redefined-outer-name
     delta = self.to_global(servers["outbox"][ev.server])  # the Delta reaches the GPS

@@ -13,7 +13,9 @@ from halos_jax.codecs.casts import bf16
 from halos_jax.codecs.casts import fp8
 from halos_jax.codecs.quantize import blockwise_int
 from halos_jax.codecs.registry import CODEC_NAMES
+from halos_jax.codecs.registry import from_config
 from halos_jax.codecs.registry import make
+from halos_jax.codecs.registry import round_trip
 from halos_jax.codecs.sparse import topk
 
 __all__ = [
@@ -24,7 +26,9 @@ __all__ = [
     "blockwise_int",
     "error_feedback",
     "fp8",
+    "from_config",
     "identity",
     "make",
+    "round_trip",
     "topk",
 ]

@@ -32,3 +32,19 @@ def make(name: str, *, block_size: int = 64, fraction: float = 0.01,
   if feedback if feedback is not None else name == "topk":
     codec = base.error_feedback(codec)
   return codec
+
+
+def from_config(exchange, key: str) -> base.Codec | None:
+  """The codec `exchange[key]` of a run config's `exchange` block (None: absent or 'none')."""
+  if exchange is None or exchange.get(key, "none") == "none":
+    return None
+  return make(exchange[key], block_size=int(exchange.block_size),
+              fraction=float(exchange.fraction), feedback=exchange.get("error_feedback"))
+
+
+def round_trip(codec: base.Codec):
+  """decode(encode(tree)) of a stateless codec: what the receiver of `tree` gets."""
+  def apply(tree):
+    payload, _ = codec.encode(tree, codec.init(tree))
+    return codec.decode(payload, tree)
+  return apply

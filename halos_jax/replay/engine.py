@@ -21,6 +21,7 @@ from typing import Any, Callable
 import jax
 import numpy as np
 
+from halos_jax import codecs
 from halos_jax import config_lib
 from halos_jax import distributed
 from halos_jax.algorithms.base import ServerRules
@@ -74,6 +75,9 @@ class Replay:
                        f"{config_lib.NONFINITE_POLICIES}")
     self.skip = self.nonfinite == "skip"
     self._eval_loss = jax.jit(problem.loss)
+    # The server -> worker codec (docs/codecs.md): a round starts from what the worker decodes.
+    model_codec = codecs.from_config(config.get("exchange"), "model_codec")
+    self._received = None if model_codec is None else jax.jit(codecs.round_trip(model_codec))
     self._validation = None
     self._since_sync = 0
     self._last_save = time.time()
@@ -138,6 +142,8 @@ class Replay:
       w = ev.worker
       # The snapshot: a copy of the server's model into the worker's slot, on its device.
       model = self.rules.model(tree["servers"], ev.server)
+      if self._received is not None:
+        model = self._received(model)
       tree["workers"]["x"] = self.layout.write(tree["workers"]["x"], w, model)
       meta.spec[w] = RoundSpec(ev.round, w, ev.H, ev.data_start, ev.data_end, ev.lr_offset)
       meta.status[w] = PENDING

@@ -175,11 +175,14 @@ class RoundRunner:
     parallel: batch rounds over the mesh; False runs one round per call (the reference).
     skip_nonfinite: a round whose result is not finite leaves the worker's optimizer state as
       it was (config nonfinite='skip').
+    codec: the worker -> server codec (halos_jax.codecs; None: the result travels as is): a
+      round's result is encoded on its device and replaced by what the server decodes; the
+      codec's state (an error-feedback residual) lives in the worker's slot.
   """
 
   def __init__(self, problem: Problem, layout, *, h_max: int, local_batch: int,
                micro_batch: int | None = None, gradient_rounds: bool = False,
-               parallel: bool = True, skip_nonfinite: bool = False):
+               parallel: bool = True, skip_nonfinite: bool = False, codec=None):
     self.problem = problem
     self.layout = layout
     self.h_max = 1 if gradient_rounds else int(h_max)
@@ -195,24 +198,32 @@ class RoundRunner:
     self.mesh = layout.mesh
     self.batch_size = layout.slots
 
+    self.codec = codec
+
     def one(args):
-      x, opt_state, loss, batches, lrs, h = args
+      x, opt_state, loss, batches, lrs, h, sent_state = args
       delta, new_state, new_loss = fn(x, opt_state, batches, lrs, h)
+      new_sent = sent_state
+      if codec is not None:  # what the server will receive (docs/codecs.md)
+        payload, new_sent = codec.encode(delta, sent_state)
+        delta = codec.decode(payload, delta)
       code = _nonfinite_code(delta, new_loss)
       if skip_nonfinite:  # a skipped round must not leave a non-finite optimizer state
         new_state = _select(code == 0, new_state, opt_state)
+        new_sent = _select(code == 0, new_sent, sent_state)
       active = h > 0
       return (_select(active, delta, x), _select(active, new_state, opt_state),
-              jnp.where(active, new_loss, loss), jnp.where(active, code, 0))
+              jnp.where(active, new_loss, loss), jnp.where(active, code, 0),
+              _select(active, new_sent, sent_state))
 
-    def local_rounds(x, opt_state, loss, batches, lrs, h):
+    def local_rounds(x, opt_state, loss, batches, lrs, h, sent_state):
       # One device's slots: a loop over them, each the one-round program.
-      return lax.map(one, (x, opt_state, loss, batches, lrs, h))
+      return lax.map(one, (x, opt_state, loss, batches, lrs, h, sent_state))
 
     spec = P("workers")
     self._batched = jax.jit(jax.shard_map(
         local_rounds, mesh=self.mesh, in_specs=spec, out_specs=spec, check_vma=False),
-        donate_argnums=(0, 1, 2))
+        donate_argnums=(0, 1, 2, 6))
     self._codes_home = jax.jit(lambda c: c, out_shardings=layout.replicated)
     # The round's learning rates, schedule(lr_offset + 1 ... lr_offset + h_max) (docs/
     # algorithms.md 2.1: the first step uses lr_offset + 1); steps past H_w are not run.
@@ -225,7 +236,10 @@ class RoundRunner:
 
   def init_workers(self, x0: Params, opt0: OptState) -> dict:
     """The resident worker state: every slot holds x0, opt0 and a zero loss."""
-    return self.layout.stacked({"x": x0, "opt": opt0, "loss": jnp.zeros((), jnp.float32)})
+    workers = {"x": x0, "opt": opt0, "loss": jnp.zeros((), jnp.float32)}
+    if self.codec is not None:  # the sender's codec state (e.g. an error-feedback residual)
+      workers["codec"] = self.codec.init(x0)
+    return self.layout.stacked(workers)
 
   # -- inputs ----------------------------------------------------------------------------------
 
@@ -286,9 +300,12 @@ class RoundRunner:
     groups = [list(specs)] if self.parallel else [[s] for s in specs]
     for group in groups:
       batches, lrs, h = self._global_inputs(group)
-      x, opt_state, loss, codes = self._batched(
-          workers["x"], workers["opt"], workers["loss"], batches, lrs, h)
+      x, opt_state, loss, codes, sent = self._batched(
+          workers["x"], workers["opt"], workers["loss"], batches, lrs, h,
+          workers.get("codec", ()))
       workers = {"x": x, "opt": opt_state, "loss": loss}
+      if self.codec is not None:
+        workers["codec"] = sent
       codes = self._codes_home(codes)
       checks.append(({s.device: s.data for s in codes.addressable_shards}[self.layout.home],
                      group))

@@ -85,10 +85,10 @@ def worker_intervals(schedule) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]
     pieces = [("compute", w, t_s, t_s + c),
               ("communication", w[done], t_a - plan.allreduce_ms, t_a)]  # the all-reduce
   else:
-    x = plan.transfer_ms[w]
+    x, u = plan.transfer_ms[w], plan.upload_ms[w]
     pieces = [("compute", w, t_s + x, t_s + x + c),
               ("communication", w, t_s, t_s + x),  # download of the snapshot
-              ("communication", w, t_s + x + c, t_s + 2 * x + c)]  # upload of the result
+              ("communication", w, t_s + x + c, t_s + x + c + u)]  # upload of the result
   out = {}
   for name in ("compute", "communication"):
     own = [p for p in pieces if p[0] == name]
@@ -125,7 +125,7 @@ def link_bytes(schedule) -> np.ndarray:
   """R x R float64: bytes of the transfers completed by the stop, per link (row = from)."""
   env, plan, s = schedule.env, schedule.plan, schedule.settings
   c = schedule.columns
-  nb = float(s.message_bytes)
+  size = {k: float(v) for k, v in s.message_sizes().items()}
   out = np.zeros((env.num_regions, env.num_regions), dtype=np.float64)
   t_end = schedule.summary_basic()["simulated_time_ms"]
   if s.synchronous:
@@ -133,7 +133,7 @@ def link_bytes(schedule) -> np.ndarray:
     if w_count == 1:
       return out
     syncs = int(np.count_nonzero(c["kind"] == ev.SYNC))
-    per_hop = 2 * (w_count - 1) / w_count * nb * syncs
+    per_hop = 2 * (w_count - 1) / w_count * size["upload"] * syncs
     order = plan.ring.order
     for k, reg in enumerate(order):
       n_r = len(env.worker_speeds_raw[reg])
@@ -148,17 +148,31 @@ def link_bytes(schedule) -> np.ndarray:
   srv_reg = np.asarray(plan.server_region)[plan.worker_server[w]]
   wrk_reg = env.worker_region[w]
   down_done = r["t_start"] + plan.transfer_ms[w] <= t_end
-  np.add.at(out, (srv_reg[down_done], wrk_reg[down_done]), nb)
+  np.add.at(out, (srv_reg[down_done], wrk_reg[down_done]), size["download"])
   up_done = ~np.isnan(r["t_arrive"])
-  np.add.at(out, (wrk_reg[up_done], srv_reg[up_done]), nb)
+  np.add.at(out, (wrk_reg[up_done], srv_reg[up_done]), size["upload"])
   if plan.hierarchical:  # Deltas up to the GPS, global models back down
     lps_reg = np.asarray(plan.server_region)
-    for kind, frm_to in ((ev.GPS_APPLY, lambda l: (lps_reg[l], 0)),
-                         (ev.MERGE, lambda l: (0, lps_reg[l]))):
+    for kind, frm_to, nb in ((ev.GPS_APPLY, lambda l: (lps_reg[l], 0), size["delta"]),
+                             (ev.MERGE, lambda l: (0, lps_reg[l]), size["global"])):
       l = c["server"][c["kind"] == kind]
       a, b = frm_to(l)
       np.add.at(out, (np.broadcast_to(a, l.shape), np.broadcast_to(b, l.shape)), nb)
   return out
+
+
+def message_bytes(schedule) -> dict:
+  """{kind: bytes} of the kinds of message the algorithm sends (docs/schedule.md, "Messages"):
+  upload (worker -> server; the all-reduce of synchronous algorithms), download (server ->
+  worker), delta and global (LPS <-> GPS)."""
+  sizes = schedule.settings.message_sizes()
+  if schedule.settings.synchronous:
+    kinds = ("upload",)
+  elif schedule.plan.hierarchical:
+    kinds = ("upload", "download", "delta", "global")
+  else:
+    kinds = ("upload", "download")
+  return {k: sizes[k] for k in kinds}
 
 
 def summarize(schedule) -> dict:
@@ -176,6 +190,8 @@ def summarize(schedule) -> dict:
   bound = s.total_local_steps * s.step_time_ms / float(env.worker_speed.sum())
   timing = {"round_ms": plan.round_ms.tolist(), "compute_ms": plan.compute_ms.tolist(),
             "transfer_ms": plan.transfer_ms.tolist()}
+  if plan.upload_ms is not None and plan.upload_ms is not plan.transfer_ms:
+    timing["upload_ms"] = plan.upload_ms.tolist()
   if plan.ring is not None:
     timing.update(allreduce_ms=plan.allreduce_ms, ring_bandwidth_gbps=plan.ring.bandwidth_gbps,
                   ring_order=list(plan.ring.order), ring_exact=plan.ring.exact)
@@ -184,6 +200,7 @@ def summarize(schedule) -> dict:
   off = ~np.eye(env.num_regions, dtype=bool)
   return {
       "algorithm": s.algorithm,
+      "message_bytes": message_bytes(schedule),
       "env": env.name,
       "num_regions": env.num_regions,
       "num_workers": env.num_workers,
@@ -258,6 +275,8 @@ def format_summary(summary: dict) -> str:
     if st["count"]:
       lines.append(f"staleness ({level:>6}) n={st['count']:,} mean {st['mean']:.2f} median "
                    f"{st['median']:.1f} p90 {st['p90']:.1f} max {st['max']}")
+  sizes = ", ".join(f"{k} {_human_bytes(v)}" for k, v in s["message_bytes"].items())
+  lines.append(f"message sizes      {sizes}")
   lines.append(f"bytes              total {_human_bytes(s['total_bytes'])}, inter-region "
                f"{_human_bytes(s['inter_region_bytes'])}")
   links = "  ".join(f"{k}: {_human_bytes(v)}" for k, v in s["link_bytes"].items())

@@ -31,9 +31,9 @@ class Plan(NamedTuple):
     server_region: region of each server (tuple of length num_servers).
     worker_H: int64 [W], H_w.
     compute_ms: float64 [W], compute of one round: step_time_ms * H_w / s_w.
-    transfer_ms: float64 [W], one server <-> worker transfer (asynchronous algorithms):
+    transfer_ms: float64 [W], the model's download from the server (asynchronous algorithms):
       transfer over the server region -> worker region link; 0 for synchronous algorithms.
-    round_ms: float64 [W], a round from start to arrival: 2 * transfer + compute
+    round_ms: float64 [W], a round from start to arrival: download + compute + upload
       (asynchronous); the synchronous round time (max compute + all-reduce) otherwise.
     allreduce_ms: ring all-reduce time (synchronous algorithms), else 0.
     ring: the best ring (synchronous algorithms), else None.
@@ -41,6 +41,8 @@ class Plan(NamedTuple):
     down_ms: float64 [L], hierarchies: global model from the GPS to LPS l; empty otherwise.
     uniform_H: H if the LR offset is rounded down to a multiple of H (synchronous, one H for
       all workers), else 0.
+    upload_ms: float64 [W], the result's upload over the same link (asynchronous algorithms;
+      the same array as transfer_ms when both messages have the same size); None: no upload.
   """
   num_servers: int
   worker_server: np.ndarray
@@ -54,6 +56,7 @@ class Plan(NamedTuple):
   up_ms: np.ndarray
   down_ms: np.ndarray
   uniform_H: int
+  upload_ms: np.ndarray | None = None
 
   @property
   def hierarchical(self) -> bool:
@@ -80,7 +83,7 @@ def synchronous_plan(env: Environment, settings: ScheduleSettings,
   net = net or network.from_environment(env)
   w = env.num_workers
   h_w, compute = _compute(env, settings)
-  ar = net.allreduce_ms(settings.message_bytes, w)
+  ar = net.allreduce_ms(settings.bytes_of("upload"), w)
   round_time = float(compute.max()) + ar
   uniform = int(h_w[0]) if np.all(h_w == h_w[0]) else 0
   empty = np.zeros(0, dtype=np.float64)
@@ -103,21 +106,27 @@ def server_plan(env: Environment, settings: ScheduleSettings, worker_server: np.
     net: the network model (default: the environment's).
   """
   net = net or network.from_environment(env)
-  msg = settings.message_bytes
   h_w, compute = _compute(env, settings)
-  # One server <-> worker transfer uses the server -> worker link (reference semantics: the
-  # round is 2 * transfer(server region, worker region) + compute).
-  xfer = np.array([net.transfer_ms(server_region[ws], r, msg)
-                   for ws, r in zip(worker_server, env.worker_region)], dtype=np.float64)
-  round_ms = 2 * xfer + compute
+  # Both transfers of a round use the server -> worker link (reference semantics: the round
+  # is 2 * transfer(server region, worker region) + compute), each with its own message size.
+  def per_worker(size):
+    return np.array([net.transfer_ms(server_region[ws], r, size)
+                     for ws, r in zip(worker_server, env.worker_region)], dtype=np.float64)
+
+  xfer = per_worker(settings.bytes_of("download"))
+  upload = xfer if settings.bytes_of("upload") == settings.bytes_of("download") else per_worker(
+      settings.bytes_of("upload"))
+  round_ms = xfer + upload + compute
   empty = np.zeros(0, dtype=np.float64)
   if gps_region is None:
     up = down = empty
   else:
-    up = np.array([net.transfer_ms(r, gps_region, msg) for r in server_region])
-    down = np.array([net.transfer_ms(gps_region, r, msg) for r in server_region])
+    up = np.array([net.transfer_ms(r, gps_region, settings.bytes_of("delta"))
+                   for r in server_region])
+    down = np.array([net.transfer_ms(gps_region, r, settings.bytes_of("global"))
+                     for r in server_region])
   return Plan(len(server_region), worker_server, server_region, h_w, compute, xfer, round_ms,
-              0.0, None, up, down, 0)
+              0.0, None, up, down, 0, upload)
 
 
 def make_plan(env: Environment, settings: ScheduleSettings) -> Plan:

@@ -24,6 +24,11 @@ class InvalidSettings(fields.FieldError):
   `<field>=<value>: must be <allowed>`)."""
 
 
+# The kinds of message, each with its size (docs/schedule.md, "Messages").
+MESSAGE_KINDS = ("upload", "download", "delta", "global")
+MESSAGE_SIZE_FIELDS = tuple(k + "_bytes" for k in MESSAGE_KINDS)
+
+
 @dataclasses.dataclass(frozen=True)
 class ScheduleSettings:
   """What the schedule depends on, besides the environment.
@@ -42,6 +47,10 @@ class ScheduleSettings:
     K: LPS updates between two Deltas, counted from the last merge (hierarchical algorithms).
     workers_per_lps: LPS l holds workers [l * wpl, (l + 1) * wpl), all in one region
       (hierarchical algorithms).
+    upload_bytes, download_bytes, delta_bytes, global_bytes: the size of each kind of message
+      when it differs from `message_bytes` (a codec's payload, docs/codecs.md; None: message_bytes):
+      worker -> server (pseudo-gradient, gradient, all-reduce), server -> worker (the model a
+      round starts from), LPS -> GPS (Delta), GPS -> LPS (global model).
   """
   algorithm: str
   H: int
@@ -53,6 +62,10 @@ class ScheduleSettings:
   rescale_local_steps: bool = False
   K: int | None = None
   workers_per_lps: int | None = None
+  upload_bytes: int | None = None
+  download_bytes: int | None = None
+  delta_bytes: int | None = None
+  global_bytes: int | None = None
 
   def __post_init__(self):
     set_ = object.__setattr__
@@ -68,7 +81,7 @@ class ScheduleSettings:
     for key in self.algorithm_module.REQUIRED_SETTINGS:
       if getattr(self, key) is None:
         raise InvalidSettings(f"{key} is required for algorithm {self.algorithm!r}", field=key)
-    for key in ("K", "workers_per_lps"):  # ignored by the other algorithms, but never garbage
+    for key in ("K", "workers_per_lps") + MESSAGE_SIZE_FIELDS:  # None, or a positive integer
       if getattr(self, key) is not None:
         check(key, fields.INT1, int)
 
@@ -109,8 +122,25 @@ class ScheduleSettings:
     # H_w = max(1, ceil(H * s_w)), the product in float64 like the reference simulator.
     return np.array([max(1, math.ceil(h * float(x))) for x in s], dtype=np.int64)
 
+  def bytes_of(self, kind: str) -> int:
+    """The size of one message of `kind` (MESSAGE_KINDS)."""
+    if kind not in MESSAGE_KINDS:
+      raise ValueError(f"message kind {kind!r}: must be one of {MESSAGE_KINDS}")
+    size = getattr(self, kind + "_bytes")
+    return self.message_bytes if size is None else size
+
+  def message_sizes(self) -> dict:
+    """{kind: bytes} of every kind of message."""
+    return {k: self.bytes_of(k) for k in MESSAGE_KINDS}
+
   def to_dict(self) -> dict:
-    return dataclasses.asdict(self)
+    """The fields; per-kind sizes only when set (so a schedule without codecs keeps its
+    header and its sha256)."""
+    d = dataclasses.asdict(self)
+    for key in MESSAGE_SIZE_FIELDS:
+      if d[key] is None:
+        del d[key]
+    return d
 
   # -- from a run config -----------------------------------------------------------------------
 
@@ -159,4 +189,21 @@ class ScheduleSettings:
         rescale_local_steps=get("rescale_local_steps", required=False, default=False),
         K=get("K", required=False),
         workers_per_lps=get("workers_per_lps", required=False),
+        **_message_sizes(get("exchange", required=False)),
     )
+
+
+def _message_sizes(exchange) -> dict:
+  """The per-kind sizes a run config derived (`config.exchange.<kind>_bytes`, set by
+  config_lib.resolve from the codecs), or none."""
+  out = {}
+  for key in MESSAGE_SIZE_FIELDS:
+    value = None
+    if exchange is not None:
+      try:
+        value = exchange[key]
+      except (KeyError, TypeError):
+        value = getattr(exchange, key, None)
+    if value is not None:
+      out[key] = value
+  return out

@@ -76,8 +76,8 @@ def test_leaf_shapes_tiny():
 def test_overrides_and_errors():
   cfg = models.get_model_config("tiny", compute_dtype="bfloat16", max_seq_len=64)
   assert (cfg.compute_dtype, cfg.max_seq_len) == ("bfloat16", 64)
-  with pytest.raises(ValueError, match="unknown model name 'pythia-1b'.*tiny.*pythia-410m"):
-    models.get_model_config("pythia-1b")
+  with pytest.raises(ValueError, match="unknown model name 'pythia-2b'.*tiny.*pythia-1b"):
+    models.get_model_config("pythia-2b")
   with pytest.raises(ValueError, match="unknown PythiaConfig field.*d_modle"):
     models.get_model_config("tiny", d_modle=64)
   with pytest.raises(ValueError, match="compute_dtype.*'float16'"):

@@ -80,6 +80,48 @@ class BandwidthOnly(NetworkModel):
     return allreduce_ms(message_bytes, num_workers, self.ring.bandwidth_gbps)
 
 
+class WithLatency(BandwidthOnly):
+  """`BandwidthOnly` plus a one-way latency per directed link (docs/schedule.md, "Latency").
+
+  A transfer of B bytes from i to j: latency[i][j] + B * 8 / (b[i][j] * 1e9) * 1e3 ms. The ring
+  all-reduce runs 2 (n - 1) synchronous phases, each paying the largest latency among the hops
+  it uses (the ring's inter-region links in order, and a region's own link when it holds more
+  than one worker), on top of the reference bandwidth term.
+
+  Args:
+    bandwidth_gbps: R x R, Gbps (row = from).
+    latency_ms: R x R, ms (row = from).
+    region_workers: workers per region (the all-reduce's hops inside a region).
+  """
+
+  def __init__(self, bandwidth_gbps, latency_ms, region_workers):
+    super().__init__(bandwidth_gbps)
+    self.latency_ms = np.asarray(latency_ms, dtype=np.float64)
+    self.region_workers = tuple(int(n) for n in region_workers)
+
+  def transfer_ms(self, src: int, dst: int, message_bytes: float) -> float:
+    return float(self.latency_ms[src, dst]) + super().transfer_ms(src, dst, message_bytes)
+
+  def ring_latency_ms(self) -> float:
+    """The largest latency among the hops of the all-reduce ring (workers region by region
+    along `ring.order`)."""
+    order = self.ring.order
+    hops = [self.latency_ms[r, r] for r in order if self.region_workers[r] > 1]
+    if len(order) > 1:
+      hops += [self.latency_ms[a, b] for a, b in zip(order, order[1:] + order[:1])]
+    return float(max(hops, default=0.0))
+
+  def allreduce_ms(self, message_bytes: float, num_workers: int) -> float:
+    if num_workers == 1:
+      return 0.0
+    return 2 * (num_workers - 1) * self.ring_latency_ms() + super().allreduce_ms(
+        message_bytes, num_workers)
+
+
 def from_environment(env) -> NetworkModel:
-  """The network model of an Environment (today always the reference `BandwidthOnly`)."""
-  return BandwidthOnly(env.bandwidth_gbps)
+  """The network model of an Environment: the reference `BandwidthOnly`, or `WithLatency`
+  when it has `network_latencies_ms`."""
+  if getattr(env, "latency_ms", None) is None:
+    return BandwidthOnly(env.bandwidth_gbps)
+  return WithLatency(env.bandwidth_gbps, env.latency_ms,
+                     [len(s) for s in env.worker_speeds_raw])

@@ -38,7 +38,7 @@ import yaml
 # Where the preset environments live: halos_jax/configs/envs/<name>.yaml (package data).
 from halos_jax.configs import ENVS_DIR
 
-_KEYS = ("num_regions", "network_bandwidths", "worker_speeds")
+_KEYS = ("num_regions", "network_bandwidths", "worker_speeds", "network_latencies_ms")
 
 
 class InvalidEnvironment(ValueError):
@@ -63,6 +63,33 @@ def _positive_finite(x, what: str) -> float:
   return x
 
 
+def _latency_matrix(rows, num_regions: int) -> np.ndarray | None:
+  """`network_latencies_ms` as a read-only R x R array of finite ms >= 0 (None: all zero)."""
+  if rows is None:
+    return None
+  if isinstance(rows, np.ndarray):
+    rows = rows.tolist()
+  if (isinstance(rows, (str, bytes)) or not hasattr(rows, "__len__") or len(rows) != num_regions
+      or any(isinstance(r, (str, bytes)) or not hasattr(r, "__len__") or len(r) != num_regions
+             for r in rows)):
+    raise InvalidEnvironment(
+        f"network_latencies_ms must be an R x R matrix with R = {num_regions} (row: from "
+        f"region, column: to region), got {rows!r}")
+  out = np.zeros((num_regions, num_regions), dtype=np.float64)
+  for i, row in enumerate(rows):
+    for j, x in enumerate(row):
+      ok = _is_number(x)
+      value = float(x) if ok else math.nan
+      if not ok or not math.isfinite(value) or value < 0.0:
+        raise InvalidEnvironment(
+            f"network_latencies_ms[{i}][{j}] must be a finite number of ms >= 0, got {x!r}")
+      out[i, j] = value
+  if not out.any():
+    return None
+  out.flags.writeable = False
+  return out
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Environment:
   """Regions, links and workers (immutable; arrays are read-only).
@@ -78,10 +105,13 @@ class Environment:
       region) (derived).
     worker_speed: float64 array [W], raw speeds divided by the largest one, in (0, 1]
       (derived).
+    latency_ms: R x R float64 array of one-way latencies in ms (row = from), or None: no
+      latency (the reference). An all-zero matrix is stored as None.
   """
   bandwidth_gbps: np.ndarray
   worker_speeds_raw: tuple
   name: str | None = None
+  latency_ms: np.ndarray | None = None
   num_regions: int = dataclasses.field(init=False)
   num_workers: int = dataclasses.field(init=False)
   worker_region: np.ndarray = dataclasses.field(init=False)
@@ -132,6 +162,7 @@ class Environment:
     region = np.repeat(np.arange(num_regions, dtype=np.int64), [len(s) for s in speeds_t])
     region.flags.writeable = False
     set_ = object.__setattr__
+    set_(self, "latency_ms", _latency_matrix(self.latency_ms, num_regions))
     set_(self, "bandwidth_gbps", bw)
     set_(self, "worker_speeds_raw", tuple(speeds_t))
     set_(self, "num_regions", num_regions)
@@ -142,11 +173,15 @@ class Environment:
   def __eq__(self, other):
     if not isinstance(other, Environment):
       return NotImplemented
+    same_latency = (self.latency_ms is None and other.latency_ms is None) or (
+        self.latency_ms is not None and other.latency_ms is not None
+        and np.array_equal(self.latency_ms, other.latency_ms))
     return (self.worker_speeds_raw == other.worker_speeds_raw
-            and np.array_equal(self.bandwidth_gbps, other.bandwidth_gbps))
+            and np.array_equal(self.bandwidth_gbps, other.bandwidth_gbps) and same_latency)
 
   def __hash__(self):
-    return hash((self.worker_speeds_raw, self.bandwidth_gbps.tobytes()))
+    latency = b"" if self.latency_ms is None else self.latency_ms.tobytes()
+    return hash((self.worker_speeds_raw, self.bandwidth_gbps.tobytes(), latency))
 
   def region_workers(self, region: int) -> range:
     """Global indices of the workers of `region`."""
@@ -155,11 +190,14 @@ class Environment:
 
   def to_dict(self) -> dict:
     """The YAML/JSON form (without the name): num_regions, network_bandwidths, worker_speeds."""
-    return {
+    d = {
         "num_regions": self.num_regions,
         "network_bandwidths": self.bandwidth_gbps.tolist(),
         "worker_speeds": [list(s) for s in self.worker_speeds_raw],
     }
+    if self.latency_ms is not None:  # absent without latency: the reference's format and hash
+      d["network_latencies_ms"] = self.latency_ms.tolist()
+    return d
 
 
 def environment_from_dict(d: Mapping, name: str | None = None, *,
@@ -189,7 +227,8 @@ def environment_from_dict(d: Mapping, name: str | None = None, *,
     if key not in d:
       raise InvalidEnvironment(f"{where}missing key {key!r}")
   try:
-    env = Environment(d["network_bandwidths"], d["worker_speeds"], name=name)
+    env = Environment(d["network_bandwidths"], d["worker_speeds"], name=name,
+                      latency_ms=d.get("network_latencies_ms"))
   except InvalidEnvironment as e:
     raise InvalidEnvironment(f"{where}{e}") from None
   if "num_regions" in d:

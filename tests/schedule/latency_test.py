@@ -1,0 +1,94 @@
+"""Latency (issue 15, step 1): `network_latencies_ms` in the environment, hand-derived times,
+the reference unchanged without it, and monotonicity (less latency never delays anything)."""
+import numpy as np
+import pytest
+from hypothesis import given, settings, strategies as st
+
+from halos_jax import network
+from halos_jax.schedule import (InvalidEnvironment, ScheduleSettings, build_schedule,
+                                environment_from_dict, load_environment)
+
+BASE = {"num_regions": 2, "network_bandwidths": [[100.0, 1.0], [0.5, 100.0]],
+        "worker_speeds": [[1.0, 0.5], [1.0, 0.25]]}
+LAT = [[2.0, 40.0], [55.0, 3.0]]
+B = 12_500_000_000  # 1e11 bits: 1,000 ms over 100 Gbps, 100,000 ms over 1 Gbps
+
+
+def _env(latency=None):
+  d = dict(BASE)
+  if latency is not None:
+    d["network_latencies_ms"] = latency
+  return environment_from_dict(d, name="tiny")
+
+
+def _settings(algorithm, **kw):
+  base = dict(algorithm=algorithm, H=2, total_local_steps=8, local_batch=2, global_batch=8,
+              step_time_ms=1000.0, message_bytes=B, K=2, workers_per_lps=2)
+  base.update(kw)
+  return ScheduleSettings(**base)
+
+
+def test_one_transfer_is_latency_plus_size_over_bandwidth():
+  net = network.from_environment(_env(LAT))
+  assert isinstance(net, network.WithLatency)
+  assert net.transfer_ms(0, 1, B) == 40.0 + 100_000.0
+  assert net.transfer_ms(1, 0, B) == 55.0 + 200_000.0
+  assert net.transfer_ms(1, 1, B) == 3.0 + 1_000.0
+
+
+def test_allreduce_pays_the_largest_ring_hop_latency_in_each_phase():
+  """4 workers, 2 per region, ring 0 -> 1 -> 0: hops 0->0 (2), 0->1 (40), 1->1 (3), 1->0 (55);
+  2 (4 - 1) = 6 phases of at most 55 ms, plus the reference 2 (n-1)/n B / b* with b* = 0.5."""
+  net = network.from_environment(_env(LAT))
+  reference = network.allreduce_ms(B, 4, 0.5)
+  assert net.allreduce_ms(B, 4) == 6 * 55.0 + reference
+  assert net.allreduce_ms(B, 1) == 0.0
+
+
+def test_an_async_round_by_hand():
+  """Async Local-SGD, worker 1 (region 0, speed 0.5, H = 2; the server in region 0): download
+  2 + 1,000 ms, compute 4,000 ms, upload 2 + 1,000 ms: the first arrival at 6,004 ms."""
+  s = build_schedule(_env(LAT), _settings("async_local_sgd"))
+  first = next(e for e in s.events if e.kind == "arrive" and e.worker == 1)
+  assert first.t == 6004.0
+
+
+def test_no_latency_key_is_the_reference_bit_for_bit():
+  for name in ("async_local_sgd", "halos", "diloco"):
+    plain = build_schedule(_env(), _settings(name))
+    zeros = build_schedule(_env([[0.0, 0.0], [0.0, 0.0]]), _settings(name))
+    assert plain.sha256() == zeros.sha256()  # all-zero latency is no latency
+    assert "network_latencies_ms" not in plain.header()["env"]
+  geo4 = load_environment("geo4")
+  assert geo4.latency_ms is None
+  assert isinstance(network.from_environment(geo4), network.BandwidthOnly)
+
+
+@pytest.mark.parametrize("bad,match", [
+    ([[1.0, 2.0]], "R x R matrix with R = 2"),
+    ([[1.0, -1.0], [0.0, 0.0]], r"network_latencies_ms\[0\]\[1\] must be a finite number"),
+    ([[1.0, "x"], [0.0, 0.0]], r"network_latencies_ms\[0\]\[1\]"),
+    ([[1.0, float("inf")], [0.0, 0.0]], r"network_latencies_ms\[0\]\[1\]"),
+])
+def test_bad_latency_matrices(bad, match):
+  with pytest.raises(InvalidEnvironment, match=match):
+    _env(bad)
+
+
+def _event_times(s, kinds):
+  return np.sort([e.t for e in s.events if e.kind in kinds])
+
+
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(["async_local_sgd", "halos", "diloco", "ddp"]),
+       st.lists(st.floats(0.0, 5_000.0), min_size=4, max_size=4),
+       st.floats(0.0, 1.0))
+def test_less_latency_never_delays_an_arrival(algorithm, lat, shrink):
+  """Each worker's rounds only get shorter, so the k-th arrival (sync) comes no later."""
+  high = np.asarray(lat).reshape(2, 2)
+  slow = build_schedule(_env(high.tolist()), _settings(algorithm))
+  fast = build_schedule(_env((high * shrink).tolist()), _settings(algorithm))
+  kinds = ("sync",) if algorithm in ("diloco", "ddp") else ("arrive",)
+  a, b = _event_times(slow, kinds), _event_times(fast, kinds)
+  n = min(len(a), len(b))
+  assert n > 0 and np.all(b[:n] <= a[:n])

@@ -172,7 +172,9 @@ def _run_or_resume(replay, checkpointer, config, workdir: str, primary: bool):
       if state is not None and primary:
         print(f"[train] resuming from event {state.meta.cursor} of {len(replay.events)} "
               f"({state.meta.counted_steps} local steps)", flush=True)
-      final = replay.run(state or template)
+      start = template if state is None else state
+      del template, state  # a resumed run must not keep the fresh state alive (memory)
+      final = replay.run(start)
       checkpointer.save(final)
     finally:
       checkpointer.close()

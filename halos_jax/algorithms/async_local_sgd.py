@@ -20,6 +20,7 @@ from array import array
 import numpy as np
 
 from halos_jax.algorithms import base
+from halos_jax.network import jitter as jitter_lib
 from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
 from halos_jax.schedule import plan as plan_lib
@@ -52,10 +53,14 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   h = plan.worker_H.tolist()
   dur = plan.round_ms.tolist()
   total = settings.total_local_steps
+  # Compute jitter (network/jitter.py): each round its own duration; else the plan's.
+  jittered = None if env.compute_jitter is None else jitter_lib.Factors(
+      env.compute_jitter, w_count).durations(plan)
 
   # -- event loop. Pending: one arrival per worker, keyed (t, round id); round ids are dispatch
   # -- order, i.e. the insertion numbers of the only kind of pending event.
-  heap = [(dur[w], w, w) for w in range(w_count)]  # (t, round, worker); all start at t = 0
+  heap = [(dur[w] if jittered is None else jittered(w), w, w)  # (t, round, worker)
+          for w in range(w_count)]  # all start at t = 0
   heapq.heapify(heap)
   arrival_worker, arrival_t = array("q"), array("d")
   add_w, add_t, heapreplace = arrival_worker.append, arrival_t.append, heapq.heapreplace
@@ -67,7 +72,8 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
     counted += h[w]
     if counted >= total:
       break
-    heapreplace(heap, (t + dur[w], next_round, w))  # start: w restarts at once, next block
+    # start: w restarts at once, next block
+    heapreplace(heap, (t + (dur[w] if jittered is None else jittered(w)), next_round, w))
     next_round += 1
 
   # -- columns: [W starts] + [arrive, start] * (A - 1) + [arrive, stop]

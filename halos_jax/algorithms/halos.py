@@ -30,6 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from halos_jax.algorithms import base
+from halos_jax.network import jitter as jitter_lib
 from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
 from halos_jax.schedule import plan as plan_lib
@@ -97,17 +98,21 @@ class _Loop(NamedTuple):
 def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   """The HALoS schedule of (env, settings)."""
   plan = make_plan(env, settings)
-  loop = _event_loop(plan, settings, env.num_workers)
+  loop = _event_loop(plan, settings, env)
   cols, kind, ex_of = _round_columns(plan, settings, loop, env.num_workers)
   _exchange_columns(cols, kind, ex_of, loop)
   return ev.Schedule(settings, env, plan, _assemble.finish(cols))
 
 
-def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, w_count: int) -> _Loop:
+def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environment) -> _Loop:
   """Runs the LPS/GPS state machines of docs/algorithms.md 2.6 in virtual time."""
+  w_count = env.num_workers
   num_lps = plan.num_servers
   h = plan.worker_H.tolist()
   dur = plan.round_ms.tolist()
+  # Compute jitter (network/jitter.py): each round its own duration; else the plan's.
+  jittered = None if env.compute_jitter is None else jitter_lib.Factors(
+      env.compute_jitter, w_count).durations(plan)
   up = plan.up_ms.tolist()
   down = plan.down_ms.tolist()
   lps_of = plan.worker_server.tolist()
@@ -116,7 +121,8 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, w_count: int) -
   ARRIVE, GPS_APPLY, MERGE = ev.ARRIVE, ev.GPS_APPLY, ev.MERGE  # pylint: disable=invalid-name
 
   # -- event loop. Pending events: (t, insertion number, kind, worker | exchange id).
-  heap = [(dur[w], w, ARRIVE, w) for w in range(w_count)]  # all workers start at t = 0
+  heap = [(dur[w] if jittered is None else jittered(w), w, ARRIVE, w)
+          for w in range(w_count)]  # all workers start at t = 0
   heapq.heapify(heap)
   seq = w_count
   v = [0] * num_lps  # v_l
@@ -147,7 +153,8 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, w_count: int) -
         emit((x << 3) | ARRIVE_SEND)
       else:
         emit((x << 3) | ARRIVE)
-      heapreplace(heap, (t + dur[x], seq, ARRIVE, x))  # restart x from the pre-merge x_l
+      # restart x from the pre-merge x_l
+      heapreplace(heap, (t + (dur[x] if jittered is None else jittered(x)), seq, ARRIVE, x))
       seq += 1
     elif kind == GPS_APPLY:  # xG = DN_g(xG, Delta); count the reported steps
       emit((x << 3) | GPS_APPLY)

@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from halos_jax.network import jitter as jitter_lib
 from halos_jax.schedule import kinds as ev
 
 
@@ -79,6 +80,8 @@ def worker_intervals(schedule) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]
   t_end = schedule.summary_basic()["simulated_time_ms"]
   w, t_s = r["worker"], r["t_start"]
   c = plan.compute_ms[w]
+  if schedule.env.compute_jitter is not None:  # each round's own compute (network/jitter.py)
+    c = c * jitter_lib.Factors(schedule.env.compute_jitter, schedule.env.num_workers).of_rounds(w)
   if schedule.settings.synchronous:
     done = ~np.isnan(r["t_arrive"])
     t_a = r["t_arrive"][done]

@@ -37,8 +37,10 @@ import yaml
 
 # Where the preset environments live: halos_jax/configs/envs/<name>.yaml (package data).
 from halos_jax.configs import ENVS_DIR
+from halos_jax.network import jitter as jitter_lib
 
-_KEYS = ("num_regions", "network_bandwidths", "worker_speeds", "network_latencies_ms")
+_KEYS = ("num_regions", "network_bandwidths", "worker_speeds", "network_latencies_ms",
+         "compute_jitter")
 
 
 class InvalidEnvironment(ValueError):
@@ -90,6 +92,32 @@ def _latency_matrix(rows, num_regions: int) -> np.ndarray | None:
   return out
 
 
+def _compute_jitter(spec) -> jitter_lib.ComputeJitter | None:
+  """`compute_jitter` ({distribution, sigma, seed}) as a ComputeJitter (None: sigma 0)."""
+  if spec is None or isinstance(spec, jitter_lib.ComputeJitter):
+    return spec if spec is None or spec.sigma > 0 else None
+  if not isinstance(spec, Mapping):
+    raise InvalidEnvironment(
+        f"compute_jitter must be a mapping with keys distribution, sigma, seed, got {spec!r}")
+  unknown = sorted(str(k) for k in spec if k not in ("distribution", "sigma", "seed"))
+  if unknown:
+    raise InvalidEnvironment(
+        f"compute_jitter: unknown key(s) {unknown}; allowed: distribution, sigma, seed")
+  dist = spec.get("distribution", "lognormal")
+  if dist not in jitter_lib.DISTRIBUTIONS:
+    raise InvalidEnvironment(f"compute_jitter.distribution must be one of "
+                             f"{', '.join(jitter_lib.DISTRIBUTIONS)}, got {dist!r}")
+  sigma = spec.get("sigma")
+  if not _is_number(sigma) or not math.isfinite(float(sigma)) or float(sigma) < 0:
+    raise InvalidEnvironment(f"compute_jitter.sigma must be a finite number >= 0, got {sigma!r}")
+  seed = spec.get("seed", 0)
+  if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+    raise InvalidEnvironment(f"compute_jitter.seed must be an integer >= 0, got {seed!r}")
+  if float(sigma) == 0.0:
+    return None
+  return jitter_lib.ComputeJitter(dist, float(sigma), int(seed))
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Environment:
   """Regions, links and workers (immutable; arrays are read-only).
@@ -107,11 +135,14 @@ class Environment:
       (derived).
     latency_ms: R x R float64 array of one-way latencies in ms (row = from), or None: no
       latency (the reference). An all-zero matrix is stored as None.
+    compute_jitter: a `network.jitter.ComputeJitter` (seeded random factor on each round's
+      compute), or None: none (the reference). sigma = 0 is stored as None.
   """
   bandwidth_gbps: np.ndarray
   worker_speeds_raw: tuple
   name: str | None = None
   latency_ms: np.ndarray | None = None
+  compute_jitter: jitter_lib.ComputeJitter | None = None
   num_regions: int = dataclasses.field(init=False)
   num_workers: int = dataclasses.field(init=False)
   worker_region: np.ndarray = dataclasses.field(init=False)
@@ -163,6 +194,7 @@ class Environment:
     region.flags.writeable = False
     set_ = object.__setattr__
     set_(self, "latency_ms", _latency_matrix(self.latency_ms, num_regions))
+    set_(self, "compute_jitter", _compute_jitter(self.compute_jitter))
     set_(self, "bandwidth_gbps", bw)
     set_(self, "worker_speeds_raw", tuple(speeds_t))
     set_(self, "num_regions", num_regions)
@@ -177,11 +209,13 @@ class Environment:
         self.latency_ms is not None and other.latency_ms is not None
         and np.array_equal(self.latency_ms, other.latency_ms))
     return (self.worker_speeds_raw == other.worker_speeds_raw
-            and np.array_equal(self.bandwidth_gbps, other.bandwidth_gbps) and same_latency)
+            and np.array_equal(self.bandwidth_gbps, other.bandwidth_gbps) and same_latency
+            and self.compute_jitter == other.compute_jitter)
 
   def __hash__(self):
     latency = b"" if self.latency_ms is None else self.latency_ms.tobytes()
-    return hash((self.worker_speeds_raw, self.bandwidth_gbps.tobytes(), latency))
+    return hash((self.worker_speeds_raw, self.bandwidth_gbps.tobytes(), latency,
+                 self.compute_jitter))
 
   def region_workers(self, region: int) -> range:
     """Global indices of the workers of `region`."""
@@ -197,6 +231,8 @@ class Environment:
     }
     if self.latency_ms is not None:  # absent without latency: the reference's format and hash
       d["network_latencies_ms"] = self.latency_ms.tolist()
+    if self.compute_jitter is not None:
+      d["compute_jitter"] = self.compute_jitter.to_dict()
     return d
 
 
@@ -228,7 +264,8 @@ def environment_from_dict(d: Mapping, name: str | None = None, *,
       raise InvalidEnvironment(f"{where}missing key {key!r}")
   try:
     env = Environment(d["network_bandwidths"], d["worker_speeds"], name=name,
-                      latency_ms=d.get("network_latencies_ms"))
+                      latency_ms=d.get("network_latencies_ms"),
+                      compute_jitter=d.get("compute_jitter"))
   except InvalidEnvironment as e:
     raise InvalidEnvironment(f"{where}{e}") from None
   if "num_regions" in d:

@@ -9,9 +9,9 @@ with `lax.map` (a loop, not `vmap`): every round runs exactly the arithmetic of 
 program, so parallel and sequential replay agree bit for bit (tests/replay/end_to_end_test.py,
 replay_mesh_test.py). A slot without a round in this batch (h = 0) keeps its row, optimizer
 state and loss; the state arrays are donated, so a batch updates them in place. Sequential
-replay (the reference) sends one round per call through the same program (with several CPU devices XLA compiles a program for a
-device differently from a program for the whole process, its thread pool being split, so a
-separate one-round program would differ in the last bits).
+replay (the reference) sends one round per call through the same program (with several CPU
+devices XLA compiles a program for a device differently from a program for the whole process,
+its thread pool being split, so a separate one-round program would differ in the last bits).
 
 Rounds of different lengths share one program: steps are scanned up to `H_max` and step i runs
 under `lax.cond(i < H_w, ...)`, a real branch on CPU/GPU/TPU inside `lax.map`, so a short round

@@ -20,7 +20,6 @@ from array import array
 import numpy as np
 
 from halos_jax.algorithms import base
-from halos_jax.network import jitter as jitter_lib
 from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
 from halos_jax.schedule import plan as plan_lib
@@ -53,13 +52,12 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   h = plan.worker_H.tolist()
   dur = plan.round_ms.tolist()
   total = settings.total_local_steps
-  # Compute jitter (network/jitter.py): each round its own duration; else the plan's.
-  jittered = None if env.compute_jitter is None else jitter_lib.Factors(
-      env.compute_jitter, w_count).durations(plan)
+  # Compute jitter or bandwidth traces: each round its own end (plan.round_clock).
+  clock = plan_lib.round_clock(env, settings, plan)
 
   # -- event loop. Pending: one arrival per worker, keyed (t, round id); round ids are dispatch
   # -- order, i.e. the insertion numbers of the only kind of pending event.
-  heap = [(dur[w] if jittered is None else jittered(w), w, w)  # (t, round, worker)
+  heap = [(dur[w] if clock is None else clock(w, 0.0), w, w)  # (t, round, worker)
           for w in range(w_count)]  # all start at t = 0
   heapq.heapify(heap)
   arrival_worker, arrival_t = array("q"), array("d")
@@ -73,7 +71,7 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
     if counted >= total:
       break
     # start: w restarts at once, next block
-    heapreplace(heap, (t + (dur[w] if jittered is None else jittered(w)), next_round, w))
+    heapreplace(heap, (t + dur[w] if clock is None else clock(w, t), next_round, w))
     next_round += 1
 
   # -- columns: [W starts] + [arrive, start] * (A - 1) + [arrive, stop]

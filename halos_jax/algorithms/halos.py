@@ -30,7 +30,7 @@ from typing import NamedTuple
 import numpy as np
 
 from halos_jax.algorithms import base
-from halos_jax.network import jitter as jitter_lib
+from halos_jax import network
 from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
 from halos_jax.schedule import plan as plan_lib
@@ -110,9 +110,13 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
   num_lps = plan.num_servers
   h = plan.worker_H.tolist()
   dur = plan.round_ms.tolist()
-  # Compute jitter (network/jitter.py): each round its own duration; else the plan's.
-  jittered = None if env.compute_jitter is None else jitter_lib.Factors(
-      env.compute_jitter, w_count).durations(plan)
+  # Compute jitter or bandwidth traces: each round its own end (plan.round_clock), and each
+  # exchange timed from its start on the traced links.
+  net = network.from_environment(env)
+  clock = plan_lib.round_clock(env, settings, plan, net)
+  traced = hasattr(net, "transfer_end_ms")
+  lps_region = [int(r) for r in plan.server_region]
+  delta_bytes, global_bytes = settings.bytes_of("delta"), settings.bytes_of("global")
   up = plan.up_ms.tolist()
   down = plan.down_ms.tolist()
   lps_of = plan.worker_server.tolist()
@@ -121,7 +125,7 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
   ARRIVE, GPS_APPLY, MERGE = ev.ARRIVE, ev.GPS_APPLY, ev.MERGE  # pylint: disable=invalid-name
 
   # -- event loop. Pending events: (t, insertion number, kind, worker | exchange id).
-  heap = [(dur[w] if jittered is None else jittered(w), w, ARRIVE, w)
+  heap = [(dur[w] if clock is None else clock(w, 0.0), w, ARRIVE, w)
           for w in range(w_count)]  # all workers start at t = 0
   heapq.heapify(heap)
   seq = w_count
@@ -148,13 +152,15 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
         ex_vhat.append(vl - k_updates)
         ex_steps.append(acc[l])
         acc[l] = 0
-        heappush(heap, (t + up[l], seq, GPS_APPLY, e))  # keeps this arrival on top
+        t_up = t + up[l] if not traced else net.transfer_end_ms(
+            lps_region[l], GPS_REGION, delta_bytes, t)
+        heappush(heap, (t_up, seq, GPS_APPLY, e))  # keeps this arrival on top
         seq += 1
         emit((x << 3) | ARRIVE_SEND)
       else:
         emit((x << 3) | ARRIVE)
       # restart x from the pre-merge x_l
-      heapreplace(heap, (t + (dur[x] if jittered is None else jittered(x)), seq, ARRIVE, x))
+      heapreplace(heap, (t + dur[x] if clock is None else clock(x, t), seq, ARRIVE, x))
       seq += 1
     elif kind == GPS_APPLY:  # xG = DN_g(xG, Delta); count the reported steps
       emit((x << 3) | GPS_APPLY)
@@ -162,7 +168,10 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
       counted += ex_steps[x]
       if counted >= total:
         break
-      heapreplace(heap, (t + down[ex_lps[x]], seq, MERGE, x))  # xG leaves for the LPS
+      l = ex_lps[x]
+      t_down = t + down[l] if not traced else net.transfer_end_ms(
+          GPS_REGION, lps_region[l], global_bytes, t)
+      heapreplace(heap, (t_down, seq, MERGE, x))  # xG leaves for the LPS
       seq += 1
     else:  # merge: x_l = (1 - alpha) x_l + alpha xG; xhat_l = x_l; vhat_l = v_l
       emit((x << 3) | MERGE)

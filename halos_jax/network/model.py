@@ -4,8 +4,9 @@ Plans and schedule builders ask only this interface; `from_environment` picks th
 environment describes. `BandwidthOnly` is the reference model of the paper's simulator
 (docs/algorithms.md 3): a transfer costs bytes / bandwidth of its directed link,
 with no latency, no sharing of a link between concurrent transfers and no variability; the
-ring all-reduce runs over the best ring of regions. Latency, link sharing, jitter and failures
-are further implementations of the same interface.
+ring all-reduce runs over the best ring of regions. `WithLatency` adds a latency per link;
+`traces.TimeVarying` lets links' bandwidth change over time; `select.from_environment` picks
+the model an environment describes. Link sharing and failures are not modelled yet.
 
 All times are float64 milliseconds of virtual time. Plain Python + numpy.
 """
@@ -116,12 +117,3 @@ class WithLatency(BandwidthOnly):
       return 0.0
     return 2 * (num_workers - 1) * self.ring_latency_ms() + super().allreduce_ms(
         message_bytes, num_workers)
-
-
-def from_environment(env) -> NetworkModel:
-  """The network model of an Environment: the reference `BandwidthOnly`, or `WithLatency`
-  when it has `network_latencies_ms`."""
-  if getattr(env, "latency_ms", None) is None:
-    return BandwidthOnly(env.bandwidth_gbps)
-  return WithLatency(env.bandwidth_gbps, env.latency_ms,
-                     [len(s) for s in env.worker_speeds_raw])

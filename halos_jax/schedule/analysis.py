@@ -22,6 +22,7 @@ from __future__ import annotations
 
 import numpy as np
 
+from halos_jax import network
 from halos_jax.network import jitter as jitter_lib
 from halos_jax.schedule import kinds as ev
 
@@ -82,13 +83,27 @@ def worker_intervals(schedule) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]
   c = plan.compute_ms[w]
   if schedule.env.compute_jitter is not None:  # each round's own compute (network/jitter.py)
     c = c * jitter_lib.Factors(schedule.env.compute_jitter, schedule.env.num_workers).of_rounds(w)
+  net = network.from_environment(schedule.env)
+  traced = hasattr(net, "transfer_end_ms")  # bandwidth traces: each transfer its own time
   if schedule.settings.synchronous:
     done = ~np.isnan(r["t_arrive"])
     t_a = r["t_arrive"][done]
+    ar_start = t_a - plan.allreduce_ms
+    if traced:  # the all-reduce starts when the round's slowest worker is done
+      w_count = schedule.env.num_workers
+      slowest = np.maximum.reduceat(c, np.arange(0, len(c), w_count))
+      ar_start = (t_s + np.repeat(slowest, w_count)[:len(c)])[done]
     pieces = [("compute", w, t_s, t_s + c),
-              ("communication", w[done], t_a - plan.allreduce_ms, t_a)]  # the all-reduce
+              ("communication", w[done], ar_start, t_a)]  # the all-reduce
   else:
     x, u = plan.transfer_ms[w], plan.upload_ms[w]
+    if traced:  # download from each round's start; upload up to its arrival (or the stop)
+      src = np.asarray(plan.server_region)[plan.worker_server[w]]
+      down = schedule.settings.bytes_of("download")
+      x = np.array([net.transfer_end_ms(int(a), int(b), down, float(t)) - t
+                    for a, b, t in zip(src, schedule.env.worker_region[w], t_s)])
+      t_a = r["t_arrive"]
+      u = np.where(np.isnan(t_a), np.inf, t_a - (t_s + x + c))
     pieces = [("compute", w, t_s + x, t_s + x + c),
               ("communication", w, t_s, t_s + x),  # download of the snapshot
               ("communication", w, t_s + x + c, t_s + x + c + u)]  # upload of the result

@@ -40,7 +40,7 @@ from halos_jax.configs import ENVS_DIR
 from halos_jax.network import jitter as jitter_lib
 
 _KEYS = ("num_regions", "network_bandwidths", "worker_speeds", "network_latencies_ms",
-         "compute_jitter")
+         "compute_jitter", "bandwidth_traces")
 
 
 class InvalidEnvironment(ValueError):
@@ -118,6 +118,43 @@ def _compute_jitter(spec) -> jitter_lib.ComputeJitter | None:
   return jitter_lib.ComputeJitter(dist, float(sigma), int(seed))
 
 
+def _bandwidth_traces(entries, num_regions: int) -> tuple | None:
+  """`bandwidth_traces` as sorted (from, to, times_ms, gbps) tuples (None: none)."""
+  if entries is None or (isinstance(entries, tuple) and all(
+      isinstance(e, tuple) for e in entries)):
+    return entries or None
+  if isinstance(entries, (str, bytes, Mapping)) or not hasattr(entries, "__iter__"):
+    raise InvalidEnvironment(
+        f"bandwidth_traces must be a list of {{from, to, times_ms, gbps}}, got {entries!r}")
+  out = {}
+  for n, e in enumerate(entries):
+    where = f"bandwidth_traces[{n}]"
+    if not isinstance(e, Mapping) or sorted(e) != ["from", "gbps", "times_ms", "to"]:
+      raise InvalidEnvironment(f"{where} must have exactly the keys from, to, times_ms, gbps, "
+                               f"got {e!r}")
+    ij = []
+    for key in ("from", "to"):
+      r = e[key]
+      if not isinstance(r, numbers.Integral) or isinstance(r, bool) or not 0 <= r < num_regions:
+        raise InvalidEnvironment(f"{where}.{key} must be a region in [0, {num_regions}), got "
+                                 f"{r!r}")
+      ij.append(int(r))
+    times, gbps = e["times_ms"], e["gbps"]
+    if (not hasattr(times, "__len__") or not hasattr(gbps, "__len__") or len(times) == 0
+        or len(times) != len(gbps)):
+      raise InvalidEnvironment(f"{where}: times_ms and gbps must be lists of the same length "
+                               f">= 1, got {times!r} and {gbps!r}")
+    t = [float(x) if _is_number(x) else math.nan for x in times]
+    if t[0] != 0.0 or any(not math.isfinite(a) or b <= a for a, b in zip(t, t[1:] + [math.inf])):
+      raise InvalidEnvironment(f"{where}.times_ms must start at 0 and increase strictly, got "
+                               f"{times!r}")
+    b = tuple(_positive_finite(x, f"{where}.gbps[{k}]") for k, x in enumerate(gbps))
+    if tuple(ij) in out:
+      raise InvalidEnvironment(f"{where}: link {ij[0]} -> {ij[1]} has two traces")
+    out[tuple(ij)] = (ij[0], ij[1], tuple(t), b)
+  return tuple(out[k] for k in sorted(out)) or None
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Environment:
   """Regions, links and workers (immutable; arrays are read-only).
@@ -137,12 +174,15 @@ class Environment:
       latency (the reference). An all-zero matrix is stored as None.
     compute_jitter: a `network.jitter.ComputeJitter` (seeded random factor on each round's
       compute), or None: none (the reference). sigma = 0 is stored as None.
+    bandwidth_traces: piecewise-constant bandwidth of some links over virtual time, a tuple of
+      (from, to, times_ms, gbps) (network/traces.py), or None: constant bandwidths.
   """
   bandwidth_gbps: np.ndarray
   worker_speeds_raw: tuple
   name: str | None = None
   latency_ms: np.ndarray | None = None
   compute_jitter: jitter_lib.ComputeJitter | None = None
+  bandwidth_traces: tuple | None = None
   num_regions: int = dataclasses.field(init=False)
   num_workers: int = dataclasses.field(init=False)
   worker_region: np.ndarray = dataclasses.field(init=False)
@@ -195,6 +235,7 @@ class Environment:
     set_ = object.__setattr__
     set_(self, "latency_ms", _latency_matrix(self.latency_ms, num_regions))
     set_(self, "compute_jitter", _compute_jitter(self.compute_jitter))
+    set_(self, "bandwidth_traces", _bandwidth_traces(self.bandwidth_traces, num_regions))
     set_(self, "bandwidth_gbps", bw)
     set_(self, "worker_speeds_raw", tuple(speeds_t))
     set_(self, "num_regions", num_regions)
@@ -210,12 +251,13 @@ class Environment:
         and np.array_equal(self.latency_ms, other.latency_ms))
     return (self.worker_speeds_raw == other.worker_speeds_raw
             and np.array_equal(self.bandwidth_gbps, other.bandwidth_gbps) and same_latency
-            and self.compute_jitter == other.compute_jitter)
+            and self.compute_jitter == other.compute_jitter
+            and self.bandwidth_traces == other.bandwidth_traces)
 
   def __hash__(self):
     latency = b"" if self.latency_ms is None else self.latency_ms.tobytes()
     return hash((self.worker_speeds_raw, self.bandwidth_gbps.tobytes(), latency,
-                 self.compute_jitter))
+                 self.compute_jitter, self.bandwidth_traces))
 
   def region_workers(self, region: int) -> range:
     """Global indices of the workers of `region`."""
@@ -233,6 +275,9 @@ class Environment:
       d["network_latencies_ms"] = self.latency_ms.tolist()
     if self.compute_jitter is not None:
       d["compute_jitter"] = self.compute_jitter.to_dict()
+    if self.bandwidth_traces is not None:
+      d["bandwidth_traces"] = [{"from": i, "to": j, "times_ms": list(t), "gbps": list(b)}
+                               for i, j, t, b in self.bandwidth_traces]
     return d
 
 
@@ -265,7 +310,8 @@ def environment_from_dict(d: Mapping, name: str | None = None, *,
   try:
     env = Environment(d["network_bandwidths"], d["worker_speeds"], name=name,
                       latency_ms=d.get("network_latencies_ms"),
-                      compute_jitter=d.get("compute_jitter"))
+                      compute_jitter=d.get("compute_jitter"),
+                      bandwidth_traces=d.get("bandwidth_traces"))
   except InvalidEnvironment as e:
     raise InvalidEnvironment(f"{where}{e}") from None
   if "num_regions" in d:

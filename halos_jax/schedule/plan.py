@@ -15,6 +15,7 @@ from typing import NamedTuple
 import numpy as np
 
 from halos_jax import network
+from halos_jax.network import jitter as jitter_lib
 from halos_jax.network import ring as ring_lib
 from halos_jax.schedule.environment import Environment
 from halos_jax.schedule.settings import ScheduleSettings
@@ -127,6 +128,41 @@ def server_plan(env: Environment, settings: ScheduleSettings, worker_server: np.
                      for r in server_region])
   return Plan(len(server_region), worker_server, server_region, h_w, compute, xfer, round_ms,
               0.0, None, up, down, 0, upload)
+
+
+def round_clock(env: Environment, settings: ScheduleSettings, plan: Plan,
+                net: network.NetworkModel | None = None):
+  """When an async round ends, if that varies from round to round; None when every round of
+  worker w takes the plan's `round_ms[w]` (no compute jitter, no bandwidth traces).
+
+  Returns end(w, t_start) -> arrival time: download (from t_start), compute (jittered: worker
+  w's rounds in the order it runs them, network/jitter.py), upload, each transfer timed on the
+  link's trace (network/traces.py). Called once per round a worker starts, in that order.
+  """
+  net = net or network.from_environment(env)
+  traced = hasattr(net, "transfer_end_ms")
+  if env.compute_jitter is None and not traced:
+    return None
+  w_count = env.num_workers
+  factors = (None if env.compute_jitter is None
+             else jitter_lib.Factors(env.compute_jitter, w_count))
+  if not traced:
+    duration = factors.durations(plan)
+    return lambda w, t: t + duration(w)
+  src = [int(plan.server_region[s]) for s in plan.worker_server]
+  dst = env.worker_region.tolist()
+  down, up = settings.bytes_of("download"), settings.bytes_of("upload")
+  comp = plan.compute_ms.tolist()
+  nth = [0] * w_count
+  end_of = net.transfer_end_ms
+
+  def end(w: int, t: float) -> float:
+    j = nth[w]
+    nth[w] = j + 1
+    c = comp[w] if factors is None else comp[w] * factors.factor(w, j)
+    # Both legs on the server -> worker link (reference semantics).
+    return end_of(src[w], dst[w], up, end_of(src[w], dst[w], down, t) + c)
+  return end
 
 
 def make_plan(env: Environment, settings: ScheduleSettings) -> Plan:

@@ -18,6 +18,7 @@ from array import array
 
 import numpy as np
 
+from halos_jax import network
 from halos_jax.network import jitter as jitter_lib
 from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
@@ -36,21 +37,31 @@ def build(env: Environment, settings: ScheduleSettings, plan: Plan) -> ev.Schedu
   """
   w_count = env.num_workers
   round_time = float(plan.round_ms[0])
-  # Compute jitter (network/jitter.py): round k waits for the slowest jittered worker.
+  # Compute jitter (network/jitter.py): round k waits for the slowest jittered worker; with
+  # bandwidth traces (network/traces.py) its all-reduce is timed from when it starts.
   factors = None if env.compute_jitter is None else jitter_lib.Factors(
       env.compute_jitter, w_count)
+  net = network.from_environment(env)
+  traced = hasattr(net, "transfer_end_ms")
   comp = plan.compute_ms.tolist()
+  max_comp = max(comp)
+  upload = settings.bytes_of("upload")
 
-  def duration(k: int) -> float:
-    if factors is None:
-      return round_time
-    return max(c * factors.factor(w, k) for w, c in enumerate(comp)) + plan.allreduce_ms
+  def end(k: int, t: float) -> float:
+    """When round k, started at t, ends."""
+    if factors is None and not traced:
+      return t + round_time
+    c = max_comp if factors is None else max(
+        x * factors.factor(w, k) for w, x in enumerate(comp))
+    if not traced:
+      return t + (c + plan.allreduce_ms)
+    return net.allreduce_end_ms(upload, w_count, t + c)
   steps_per_round = int(plan.worker_H.sum())
   total = settings.total_local_steps
 
   # -- event loop: the only pending event is the end of the current round (its all-reduce).
   t_sync = array("d")
-  heap = [(0.0 + duration(0), 0)]  # (t, round number)
+  heap = [(end(0, 0.0), 0)]  # (t, round number)
   counted = 0
   while True:
     t, k = heapq.heappop(heap)
@@ -58,7 +69,7 @@ def build(env: Environment, settings: ScheduleSettings, plan: Plan) -> ev.Schedu
     counted += steps_per_round
     if counted >= total:
       break
-    heapq.heappush(heap, (t + duration(k + 1), k + 1))  # the next round starts at once
+    heapq.heappush(heap, (end(k + 1, t), k + 1))  # the next round starts at once
   num_rounds = len(t_sync)
 
   # -- columns: per round k, events [k * (2W + 1), (k + 1) * (2W + 1)), then the stop.

@@ -1,0 +1,18 @@
+"""The network model an environment describes (`from_environment`)."""
+from __future__ import annotations
+
+from halos_jax.network import model
+from halos_jax.network import traces
+
+
+def from_environment(env) -> model.NetworkModel:
+  """The reference `BandwidthOnly`; `WithLatency` when the environment has
+  `network_latencies_ms`; wrapped in `traces.TimeVarying` when it has `bandwidth_traces`."""
+  region_workers = [len(s) for s in env.worker_speeds_raw]
+  if getattr(env, "latency_ms", None) is None:
+    base = model.BandwidthOnly(env.bandwidth_gbps)
+  else:
+    base = model.WithLatency(env.bandwidth_gbps, env.latency_ms, region_workers)
+  if not getattr(env, "bandwidth_traces", None):
+    return base
+  return traces.TimeVarying(base, traces.from_spec(env.bandwidth_traces), region_workers)

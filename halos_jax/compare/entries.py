@@ -21,6 +21,7 @@ ABLATIONS = {
     "alpha": ("alpha",),
     "beta": ("lps.beta", "gps.beta"),  # (beta_l, beta_g)
     "H": ("H",),
+    "codec": ("exchange.codec",),  # the worker -> server codec (docs/codecs.md)
 }
 
 _CONFIGS_DIR = str(CONFIGS_DIR)  # the algorithms' configs, shipped inside the package
@@ -96,6 +97,11 @@ def load_algorithm_config(algorithm: str, arg: str,
   return module.get_config(arg)
 
 
+def _comparable(v: Any) -> Any:
+  """Numbers as floats (1 == 1.0), anything else (a codec name) as it is."""
+  return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else v
+
+
 def _fmt_value(v: Any) -> str:
   return "_".join(str(x) for x in v) if isinstance(v, (tuple, list)) else str(v)
 
@@ -160,6 +166,6 @@ def reference_entry(config: ml_collections.ConfigDict, names: list[str]) -> str:
   ref = tuple(_get_path(default, f) for f in fields if _has_path(default, f))
   for value, name in zip(config.ablation_values, names):
     parts = tuple(value) if isinstance(value, (tuple, list)) else (value,)
-    if tuple(float(p) for p in parts) == tuple(float(r) for r in ref):
+    if tuple(map(_comparable, parts)) == tuple(map(_comparable, ref)):
       return name
   return names[0]

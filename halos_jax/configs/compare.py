@@ -20,7 +20,8 @@ Arguments (comma-separated words):
   runlocal    tiny model, embedded corpus, geo4 timing (the default when no word selects a size)
   quadratic   the quadratic toy problem (configs/<alg>.py:quadratic)
   full        the paper's Pythia-70M configuration (set data.path through `overrides`)
-  ablate=X    X in K, alpha, beta (beta_l, beta_g pairs), H: HALoS with each of `ablation_values`
+  ablate=X    X in K, alpha, beta (beta_l, beta_g pairs), H, codec: HALoS (or
+              `ablation_algorithm`) with each of `ablation_values`
 """
 import ml_collections
 
@@ -34,6 +35,9 @@ ABLATION_VALUES = {
     # global (0.5) momentum; the other pairs swap, equalise or drop one of the two.
     "beta": ((0.9, 0.5), (0.9, 0.9), (0.5, 0.9), (0.9, 0.0), (0.0, 0.5)),
     "H": (4, 8, 16, 32),  # local steps per round (rescaled by speed); reference 8
+    # The worker -> server codec (docs/codecs.md; topk: 1 % with error feedback); reference none.
+    # For Async Local-SGD: --config.ablation_algorithm=async_local_sgd.
+    "codec": ("none", "bf16", "int8", "int4", "topk"),
 }
 
 
@@ -44,7 +48,7 @@ def get_config(arg=None):
   unknown = [w for w in words if w not in sizes and not w.startswith("ablate=")]
   if unknown:
     raise ValueError(f"unknown config argument(s) {unknown}; allowed: runlocal, quadratic, full, "
-                     f"ablate=K|alpha|beta|H")
+                     f"ablate=K|alpha|beta|H|codec")
   if len(sizes) > 1:
     raise ValueError(f"config arguments {sizes}: choose one of runlocal, quadratic, full")
   if len(ablations) > 1 or (ablations and ablations[0] not in ABLATION_VALUES):

@@ -139,6 +139,14 @@ def test_ablation_entries_set_the_fields():
   c.overrides = "K=4"  # would silently undo the ablation
   with pytest.raises(ValueError, match="ablation 'K' varies"):
     compare.entry_configs(c)
+  c = _compare_config("runlocal,ablate=codec")
+  c.ablation_algorithm = "async_local_sgd"
+  entries = compare.entry_configs(c)
+  assert list(entries) == ["async_local_sgd_codecnone", "async_local_sgd_codecbf16",
+                           "async_local_sgd_codecint8", "async_local_sgd_codecint4",
+                           "async_local_sgd_codectopk"]
+  assert [e.exchange.codec for e in entries.values()] == list(c.ablation_values)
+  assert compare.reference_entry(c, list(entries)) == "async_local_sgd_codecnone"
 
 
 @pytest.mark.parametrize("field, value, match", [

@@ -3,27 +3,14 @@ import numpy as np
 import pytest
 
 from halos_jax.network import jitter
-from halos_jax.schedule import (InvalidEnvironment, ScheduleSettings, analysis, build_schedule,
-                                environment_from_dict)
+from halos_jax.schedule import (InvalidEnvironment, analysis, build_schedule)
 
-BASE = {"num_regions": 2, "network_bandwidths": [[100.0, 1.0], [0.5, 100.0]],
-        "worker_speeds": [[1.0, 0.5], [1.0, 0.25]]}
-B = 12_500_000_000
-ALGORITHMS = ["ddp", "diloco", "async_local_sgd", "halos"]
+import network_testlib
+from network_testlib import ALGORITHMS, B, settings as _settings  # noqa: F401
 
 
 def _env(**jit):
-  d = dict(BASE)
-  if jit:
-    d["compute_jitter"] = jit
-  return environment_from_dict(d, name="tiny")
-
-
-def _settings(algorithm, **kw):
-  base = dict(algorithm=algorithm, H=2, total_local_steps=16, local_batch=2, global_batch=8,
-              step_time_ms=1000.0, message_bytes=B, K=2, workers_per_lps=2)
-  base.update(kw)
-  return ScheduleSettings(**base)
+  return network_testlib.env(compute_jitter=jit or None)
 
 
 @pytest.mark.parametrize("algorithm", ALGORITHMS)

@@ -5,27 +5,18 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from halos_jax import network
-from halos_jax.schedule import (InvalidEnvironment, ScheduleSettings, build_schedule,
-                                environment_from_dict, load_environment)
+from halos_jax.schedule import (InvalidEnvironment, build_schedule,
+                                load_environment)
 
-BASE = {"num_regions": 2, "network_bandwidths": [[100.0, 1.0], [0.5, 100.0]],
-        "worker_speeds": [[1.0, 0.5], [1.0, 0.25]]}
+import network_testlib
+from network_testlib import ALGORITHMS, B, settings as _settings  # noqa: F401
+
+
 LAT = [[2.0, 40.0], [55.0, 3.0]]
-B = 12_500_000_000  # 1e11 bits: 1,000 ms over 100 Gbps, 100,000 ms over 1 Gbps
 
 
 def _env(latency=None):
-  d = dict(BASE)
-  if latency is not None:
-    d["network_latencies_ms"] = latency
-  return environment_from_dict(d, name="tiny")
-
-
-def _settings(algorithm, **kw):
-  base = dict(algorithm=algorithm, H=2, total_local_steps=8, local_batch=2, global_batch=8,
-              step_time_ms=1000.0, message_bytes=B, K=2, workers_per_lps=2)
-  base.update(kw)
-  return ScheduleSettings(**base)
+  return network_testlib.env(network_latencies_ms=latency)
 
 
 def test_one_transfer_is_latency_plus_size_over_bandwidth():

@@ -4,27 +4,14 @@ import numpy as np
 import pytest
 
 from halos_jax import network
-from halos_jax.schedule import (InvalidEnvironment, ScheduleSettings, analysis, build_schedule,
-                                environment_from_dict)
+from halos_jax.schedule import (InvalidEnvironment, analysis, build_schedule)
 
-BASE = {"num_regions": 2, "network_bandwidths": [[100.0, 1.0], [0.5, 100.0]],
-        "worker_speeds": [[1.0, 0.5], [1.0, 0.25]]}
-B = 12_500_000_000  # 1e11 bits
-ALGORITHMS = ["ddp", "diloco", "async_local_sgd", "halos"]
+import network_testlib
+from network_testlib import ALGORITHMS, B, settings as _settings  # noqa: F401
 
 
 def _env(traces=None, **extra):
-  d = dict(BASE, **extra)
-  if traces is not None:
-    d["bandwidth_traces"] = traces
-  return environment_from_dict(d, name="tiny")
-
-
-def _settings(algorithm, **kw):
-  base = dict(algorithm=algorithm, H=2, total_local_steps=16, local_batch=2, global_batch=8,
-              step_time_ms=1000.0, message_bytes=B, K=2, workers_per_lps=2)
-  base.update(kw)
-  return ScheduleSettings(**base)
+  return network_testlib.env(bandwidth_traces=traces, **extra)
 
 
 def test_a_transfer_across_a_change_by_hand():
@@ -53,7 +40,8 @@ def test_the_allreduce_follows_the_ring_bottleneck_over_time():
 def test_a_constant_trace_is_the_fixed_bandwidth(algorithm):
   """Every link traced with its own constant bandwidth: the same events at the same times (to
   float rounding: the trace path adds the legs one by one)."""
-  traces = [{"from": i, "to": j, "times_ms": [0], "gbps": [BASE["network_bandwidths"][i][j]]}
+  bw = network_testlib.BASE["network_bandwidths"]
+  traces = [{"from": i, "to": j, "times_ms": [0], "gbps": [bw[i][j]]}
             for i in range(2) for j in range(2)]
   plain = build_schedule(_env(), _settings(algorithm))
   traced = build_schedule(_env(traces), _settings(algorithm))

@@ -7,7 +7,7 @@
 #      with the measured state bytes and replay throughput from summary.json.
 # The Pile is not needed: the embedded corpus in 2,048-token sequences (wrap-around) stands in.
 # Each part has its own time limit (seconds: STEP_S, PLAN_S, RUN_S); MODEL and STEPS override
-# the model and the replayed local steps (MODEL=tiny runs the whole script on a CPU host).
+# the model and the replayed local steps (MODEL=tiny SEQ=64 STEPS=32 runs it on a CPU host).
 # Usage: bash benchmarks/accelerator_check.sh [OUT_DIR]
 set -uo pipefail
 cd "$(dirname "$0")/.."
@@ -16,9 +16,11 @@ OUT=${1:-runs/accelerator_check}
 MODEL=${MODEL:-pythia-70m}
 STEPS=${STEPS:-256}
 SEQ=${SEQ:-2048}
+if [ "$MODEL" = tiny ]; then VOCAB=${VOCAB:-256}; else VOCAB=${VOCAB:-50304}; fi
 mkdir -p "$OUT"
 DATA=(--config.data.source=shakespeare --config.data.tokenizer=byte --config.data.shuffle=True
-      --config.data.wrap_around=True --config.data.seq_len="$SEQ" --config.data.val_sequences=16)
+      --config.data.wrap_around=True --config.data.seq_len="$SEQ" --config.data.val_sequences=16
+      --config.data.vocab_size="$VOCAB")
 COMMON=(--config=configs/halos.py --config.model.name="$MODEL" "${DATA[@]}")
 status=0
 

@@ -74,3 +74,34 @@ class Factors:
       self._extend(w, len(sel) - 1)
       out[sel] = self._lists[w][:len(sel)]
     return out
+
+
+@dataclasses.dataclass(frozen=True)
+class BandwidthJitter:
+  """The environment's `bandwidth_jitter`: every link's bandwidth times a factor per interval.
+
+  Link (i, j) has factor k on [k * interval_ms, (k + 1) * interval_ms), drawn from the named
+  distribution (mean 1) with NumPy's PCG64 seeded with (seed, 2, i, j): the same seed gives every
+  algorithm the same network weather. Applied by network.traces.TimeVarying (on top of a trace).
+  """
+  distribution: str
+  sigma: float
+  seed: int
+  interval_ms: float
+
+  def to_dict(self) -> dict:
+    return {"distribution": self.distribution, "sigma": self.sigma, "seed": self.seed,
+            "interval_ms": self.interval_ms}
+
+  def stream(self, src: int, dst: int):
+    """factor(k) of link src -> dst, drawn lazily."""
+    rng = np.random.default_rng([self.seed, 2, int(src), int(dst)])
+    values: list = []
+    s = self.sigma
+
+    def factor(k: int) -> float:
+      while len(values) <= k:
+        z = rng.standard_normal(_CHUNK)
+        values.extend(np.exp(s * z - s * s / 2).tolist())
+      return values[k]
+    return factor

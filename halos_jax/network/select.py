@@ -7,12 +7,15 @@ from halos_jax.network import traces
 
 def from_environment(env) -> model.NetworkModel:
   """The reference `BandwidthOnly`; `WithLatency` when the environment has
-  `network_latencies_ms`; wrapped in `traces.TimeVarying` when it has `bandwidth_traces`."""
+  `network_latencies_ms`; wrapped in `traces.TimeVarying` when it has `bandwidth_traces` or
+  `bandwidth_jitter`."""
   region_workers = [len(s) for s in env.worker_speeds_raw]
   if getattr(env, "latency_ms", None) is None:
     base = model.BandwidthOnly(env.bandwidth_gbps)
   else:
     base = model.WithLatency(env.bandwidth_gbps, env.latency_ms, region_workers)
-  if not getattr(env, "bandwidth_traces", None):
+  spec = getattr(env, "bandwidth_traces", None)
+  jitter = getattr(env, "bandwidth_jitter", None)
+  if not spec and jitter is None:
     return base
-  return traces.TimeVarying(base, traces.from_spec(env.bandwidth_traces), region_workers)
+  return traces.TimeVarying(base, traces.from_spec(spec or ()), region_workers, jitter=jitter)

@@ -16,6 +16,22 @@ import functools
 from halos_jax.network import model as model_lib
 
 
+_INF = float("inf")
+
+
+def end_ms(link, t0: float, bits: float) -> float:
+  """When `bits` sent over `link` from `t0` are through: b(t) * 1e9 / 1e3 bits per ms, summed
+  piece by piece (`link` has gbps_at(t) and next_change(t), the first change after t)."""
+  t = t0
+  while True:
+    rate = link.gbps_at(t) * 1e9 / 1e3  # bits per ms
+    nxt = link.next_change(t)
+    if nxt == _INF or bits <= rate * (nxt - t):
+      return t + bits / rate
+    bits -= rate * (nxt - t)
+    t = nxt
+
+
 class Trace:
   """One link's piecewise-constant bandwidth: `gbps[k]` from `times_ms[k]` on."""
 
@@ -23,26 +39,39 @@ class Trace:
     self.times = [float(t) for t in times_ms]
     self.gbps = [float(b) for b in gbps]
 
-  def at(self, t: float) -> float:
+  def gbps_at(self, t: float) -> float:
     return self.gbps[max(0, bisect.bisect_right(self.times, t) - 1)]
 
-  def end_ms(self, t0: float, bits: float) -> float:
-    """When `bits` sent from `t0` are through."""
-    k = max(0, bisect.bisect_right(self.times, t0) - 1)
-    t = t0
-    while True:
-      rate = self.gbps[k] * 1e9 / 1e3  # bits per ms
-      nxt = self.times[k + 1] if k + 1 < len(self.times) else None
-      if nxt is None or bits <= rate * (nxt - t):
-        return t + bits / rate
-      bits -= rate * (nxt - t)
-      t, k = nxt, k + 1
+  def next_change(self, t: float) -> float:
+    k = bisect.bisect_right(self.times, t)
+    return self.times[k] if k < len(self.times) else _INF
 
 
-def _min_trace(traces) -> Trace:
-  """The pointwise minimum of several traces (the ring's bottleneck over time)."""
-  times = sorted({t for tr in traces for t in tr.times})
-  return Trace(times, [min(tr.at(t) for tr in traces) for t in times])
+class Jittered:
+  """A link whose bandwidth is multiplied by a seeded random factor per interval
+  (network/jitter.py `BandwidthJitter`): factor k on [k * interval, (k + 1) * interval)."""
+
+  def __init__(self, link, factor, interval_ms: float):
+    self.link, self.factor, self.interval = link, factor, float(interval_ms)
+
+  def gbps_at(self, t: float) -> float:
+    return self.link.gbps_at(t) * self.factor(int(t // self.interval))
+
+  def next_change(self, t: float) -> float:
+    return min(self.link.next_change(t), (t // self.interval + 1) * self.interval)
+
+
+class MinOf:
+  """The pointwise minimum of several links (the ring's bottleneck over time)."""
+
+  def __init__(self, links):
+    self.links = list(links)
+
+  def gbps_at(self, t: float) -> float:
+    return min(link.gbps_at(t) for link in self.links)
+
+  def next_change(self, t: float) -> float:
+    return min(link.next_change(t) for link in self.links)
 
 
 class TimeVarying(model_lib.NetworkModel):
@@ -53,22 +82,31 @@ class TimeVarying(model_lib.NetworkModel):
   start. Builders use the latter when the environment has traces.
   """
 
-  def __init__(self, base: model_lib.NetworkModel, traces: dict, region_workers):
+  def __init__(self, base: model_lib.NetworkModel, traces: dict, region_workers,
+               jitter=None):
     self.base = base
     self.num_regions = base.num_regions
     self.traces = dict(traces)  # (from, to) -> Trace
     self.region_workers = tuple(region_workers)
     self.latency_ms = getattr(base, "latency_ms", None)
+    self.jitter = jitter  # a jitter.BandwidthJitter, or None
+    self._links = {}
 
-  def _trace(self, src, dst) -> Trace:
-    tr = self.traces.get((src, dst))
-    return tr if tr is not None else Trace([0.0], [self.base.bandwidth_gbps[src, dst]])
+  def _trace(self, src, dst):
+    """The link src -> dst over time: its trace (or constant bandwidth), jittered if asked."""
+    link = self._links.get((src, dst))
+    if link is None:
+      link = self.traces.get((src, dst)) or Trace([0.0], [self.base.bandwidth_gbps[src, dst]])
+      if self.jitter is not None:
+        link = Jittered(link, self.jitter.stream(src, dst), self.jitter.interval_ms)
+      self._links[(src, dst)] = link
+    return link
 
   def _latency(self, src, dst) -> float:
     return 0.0 if self.latency_ms is None else float(self.latency_ms[src, dst])
 
   def transfer_end_ms(self, src: int, dst: int, message_bytes: float, t0: float) -> float:
-    return self._trace(src, dst).end_ms(t0 + self._latency(src, dst), message_bytes * 8)
+    return end_ms(self._trace(src, dst), t0 + self._latency(src, dst), message_bytes * 8)
 
   def transfer_ms(self, src: int, dst: int, message_bytes: float) -> float:
     return self.transfer_end_ms(src, dst, message_bytes, 0.0)
@@ -78,11 +116,11 @@ class TimeVarying(model_lib.NetworkModel):
     return self.base.ring
 
   @functools.cached_property
-  def _ring_trace(self) -> Trace:
+  def _ring_trace(self) -> MinOf:
     order = self.ring.order
     links = [(a, b) for a, b in zip(order, order[1:] + order[:1])] if len(order) > 1 else [
         (order[0], order[0])]
-    return _min_trace([self._trace(a, b) for a, b in links])
+    return MinOf([self._trace(a, b) for a, b in links])
 
   def allreduce_end_ms(self, message_bytes: float, num_workers: int, t0: float) -> float:
     n = num_workers
@@ -90,7 +128,7 @@ class TimeVarying(model_lib.NetworkModel):
       return t0
     lat = self.base.ring_latency_ms() if hasattr(self.base, "ring_latency_ms") else 0.0
     bits = 2 * (n - 1) * (message_bytes * 8 / n)
-    return self._ring_trace.end_ms(t0 + 2 * (n - 1) * lat, bits)
+    return end_ms(self._ring_trace, t0 + 2 * (n - 1) * lat, bits)
 
   def allreduce_ms(self, message_bytes: float, num_workers: int) -> float:
     return self.allreduce_end_ms(message_bytes, num_workers, 0.0)

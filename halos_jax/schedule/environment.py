@@ -40,7 +40,7 @@ from halos_jax.configs import ENVS_DIR
 from halos_jax.network import jitter as jitter_lib
 
 _KEYS = ("num_regions", "network_bandwidths", "worker_speeds", "network_latencies_ms",
-         "compute_jitter", "bandwidth_traces")
+         "compute_jitter", "bandwidth_traces", "bandwidth_jitter")
 
 
 class InvalidEnvironment(ValueError):
@@ -92,30 +92,46 @@ def _latency_matrix(rows, num_regions: int) -> np.ndarray | None:
   return out
 
 
+def _jitter_fields(spec, key: str, extra: tuple = ()) -> dict | None:
+  """The checked fields of a jitter entry ({distribution, sigma, seed} + `extra`), or None when
+  there is none (absent, or sigma 0)."""
+  allowed = ("distribution", "sigma", "seed") + extra
+  if not isinstance(spec, Mapping):
+    raise InvalidEnvironment(
+        f"{key} must be a mapping with keys {', '.join(allowed)}, got {spec!r}")
+  unknown = sorted(str(k) for k in spec if k not in allowed)
+  if unknown:
+    raise InvalidEnvironment(f"{key}: unknown key(s) {unknown}; allowed: {', '.join(allowed)}")
+  dist = spec.get("distribution", "lognormal")
+  if dist not in jitter_lib.DISTRIBUTIONS:
+    raise InvalidEnvironment(f"{key}.distribution must be one of "
+                             f"{', '.join(jitter_lib.DISTRIBUTIONS)}, got {dist!r}")
+  sigma = spec.get("sigma")
+  if not _is_number(sigma) or not math.isfinite(float(sigma)) or float(sigma) < 0:
+    raise InvalidEnvironment(f"{key}.sigma must be a finite number >= 0, got {sigma!r}")
+  seed = spec.get("seed", 0)
+  if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+    raise InvalidEnvironment(f"{key}.seed must be an integer >= 0, got {seed!r}")
+  out = {"distribution": dist, "sigma": float(sigma), "seed": int(seed)}
+  for name in extra:
+    out[name] = _positive_finite(spec.get(name), f"{key}.{name}")
+  return None if out["sigma"] == 0.0 else out
+
+
 def _compute_jitter(spec) -> jitter_lib.ComputeJitter | None:
   """`compute_jitter` ({distribution, sigma, seed}) as a ComputeJitter (None: sigma 0)."""
   if spec is None or isinstance(spec, jitter_lib.ComputeJitter):
     return spec if spec is None or spec.sigma > 0 else None
-  if not isinstance(spec, Mapping):
-    raise InvalidEnvironment(
-        f"compute_jitter must be a mapping with keys distribution, sigma, seed, got {spec!r}")
-  unknown = sorted(str(k) for k in spec if k not in ("distribution", "sigma", "seed"))
-  if unknown:
-    raise InvalidEnvironment(
-        f"compute_jitter: unknown key(s) {unknown}; allowed: distribution, sigma, seed")
-  dist = spec.get("distribution", "lognormal")
-  if dist not in jitter_lib.DISTRIBUTIONS:
-    raise InvalidEnvironment(f"compute_jitter.distribution must be one of "
-                             f"{', '.join(jitter_lib.DISTRIBUTIONS)}, got {dist!r}")
-  sigma = spec.get("sigma")
-  if not _is_number(sigma) or not math.isfinite(float(sigma)) or float(sigma) < 0:
-    raise InvalidEnvironment(f"compute_jitter.sigma must be a finite number >= 0, got {sigma!r}")
-  seed = spec.get("seed", 0)
-  if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
-    raise InvalidEnvironment(f"compute_jitter.seed must be an integer >= 0, got {seed!r}")
-  if float(sigma) == 0.0:
-    return None
-  return jitter_lib.ComputeJitter(dist, float(sigma), int(seed))
+  fields_ = _jitter_fields(spec, "compute_jitter")
+  return None if fields_ is None else jitter_lib.ComputeJitter(**fields_)
+
+
+def _bandwidth_jitter(spec) -> jitter_lib.BandwidthJitter | None:
+  """`bandwidth_jitter` ({distribution, sigma, seed, interval_ms}) (None: sigma 0)."""
+  if spec is None or isinstance(spec, jitter_lib.BandwidthJitter):
+    return spec if spec is None or spec.sigma > 0 else None
+  fields_ = _jitter_fields(spec, "bandwidth_jitter", ("interval_ms",))
+  return None if fields_ is None else jitter_lib.BandwidthJitter(**fields_)
 
 
 def _bandwidth_traces(entries, num_regions: int) -> tuple | None:
@@ -176,6 +192,8 @@ class Environment:
       compute), or None: none (the reference). sigma = 0 is stored as None.
     bandwidth_traces: piecewise-constant bandwidth of some links over virtual time, a tuple of
       (from, to, times_ms, gbps) (network/traces.py), or None: constant bandwidths.
+    bandwidth_jitter: a `network.jitter.BandwidthJitter` (a seeded factor per link and
+      interval), or None. sigma = 0 is stored as None.
   """
   bandwidth_gbps: np.ndarray
   worker_speeds_raw: tuple
@@ -183,6 +201,7 @@ class Environment:
   latency_ms: np.ndarray | None = None
   compute_jitter: jitter_lib.ComputeJitter | None = None
   bandwidth_traces: tuple | None = None
+  bandwidth_jitter: jitter_lib.BandwidthJitter | None = None
   num_regions: int = dataclasses.field(init=False)
   num_workers: int = dataclasses.field(init=False)
   worker_region: np.ndarray = dataclasses.field(init=False)
@@ -236,6 +255,7 @@ class Environment:
     set_(self, "latency_ms", _latency_matrix(self.latency_ms, num_regions))
     set_(self, "compute_jitter", _compute_jitter(self.compute_jitter))
     set_(self, "bandwidth_traces", _bandwidth_traces(self.bandwidth_traces, num_regions))
+    set_(self, "bandwidth_jitter", _bandwidth_jitter(self.bandwidth_jitter))
     set_(self, "bandwidth_gbps", bw)
     set_(self, "worker_speeds_raw", tuple(speeds_t))
     set_(self, "num_regions", num_regions)
@@ -252,12 +272,13 @@ class Environment:
     return (self.worker_speeds_raw == other.worker_speeds_raw
             and np.array_equal(self.bandwidth_gbps, other.bandwidth_gbps) and same_latency
             and self.compute_jitter == other.compute_jitter
-            and self.bandwidth_traces == other.bandwidth_traces)
+            and self.bandwidth_traces == other.bandwidth_traces
+            and self.bandwidth_jitter == other.bandwidth_jitter)
 
   def __hash__(self):
     latency = b"" if self.latency_ms is None else self.latency_ms.tobytes()
     return hash((self.worker_speeds_raw, self.bandwidth_gbps.tobytes(), latency,
-                 self.compute_jitter, self.bandwidth_traces))
+                 self.compute_jitter, self.bandwidth_traces, self.bandwidth_jitter))
 
   def region_workers(self, region: int) -> range:
     """Global indices of the workers of `region`."""
@@ -278,6 +299,8 @@ class Environment:
     if self.bandwidth_traces is not None:
       d["bandwidth_traces"] = [{"from": i, "to": j, "times_ms": list(t), "gbps": list(b)}
                                for i, j, t, b in self.bandwidth_traces]
+    if self.bandwidth_jitter is not None:
+      d["bandwidth_jitter"] = self.bandwidth_jitter.to_dict()
     return d
 
 
@@ -311,7 +334,8 @@ def environment_from_dict(d: Mapping, name: str | None = None, *,
     env = Environment(d["network_bandwidths"], d["worker_speeds"], name=name,
                       latency_ms=d.get("network_latencies_ms"),
                       compute_jitter=d.get("compute_jitter"),
-                      bandwidth_traces=d.get("bandwidth_traces"))
+                      bandwidth_traces=d.get("bandwidth_traces"),
+                      bandwidth_jitter=d.get("bandwidth_jitter"))
   except InvalidEnvironment as e:
     raise InvalidEnvironment(f"{where}{e}") from None
   if "num_regions" in d:

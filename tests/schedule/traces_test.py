@@ -88,3 +88,43 @@ def test_traces_are_in_the_header_and_utilisation_stays_a_share():
 def test_bad_traces(bad, match):
   with pytest.raises(InvalidEnvironment, match=match):
     _env(bad)
+
+
+def _jittered_env(sigma, seed=0, interval_ms=500.0, traces=None):
+  return network_testlib.env(bandwidth_traces=traces, bandwidth_jitter={
+      "distribution": "lognormal", "sigma": sigma, "seed": seed, "interval_ms": interval_ms})
+
+
+def test_bandwidth_jitter_integrates_each_intervals_factor():
+  """1e11 bits on the 100 Gbps link 0 -> 0 with factors f0 on [0, 500) ms and f1 after (for
+  these factors the transfer needs the second interval)."""
+  env = _jittered_env(0.5, seed=4)
+  f = env.bandwidth_jitter.stream(0, 0)
+  net = network.from_environment(env)
+  rates = [100.0 * f(k) * 1e6 for k in range(64)]  # bits per ms in each interval
+  bits, t, k = 1e11, 0.0, 0
+  while bits > rates[k] * 500.0:  # the hand integration, interval by interval
+    bits -= rates[k] * 500.0
+    t, k = t + 500.0, k + 1
+  assert k >= 1  # (this seed's transfer does cross a change)
+  assert net.transfer_end_ms(0, 0, B, 0.0) == pytest.approx(t + bits / rates[k], rel=1e-12)
+  # On a trace, the factor multiplies the trace's value.
+  traced = network.from_environment(_jittered_env(
+      0.5, seed=4, traces=[{"from": 0, "to": 0, "times_ms": [0], "gbps": [50.0]}]))
+  assert traced._trace(0, 0).gbps_at(100.0) == pytest.approx(50.0 * f(0), rel=1e-15)
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS)
+def test_bandwidth_jitter_seeds_and_zero(algorithm):
+  plain = build_schedule(network_testlib.env(), _settings(algorithm))
+  assert build_schedule(_jittered_env(0.0), _settings(algorithm)).sha256() == plain.sha256()
+  a = build_schedule(_jittered_env(0.4, seed=1), _settings(algorithm))
+  b = build_schedule(_jittered_env(0.4, seed=1), _settings(algorithm))
+  assert a.sha256() == b.sha256() != plain.sha256()
+  assert a.header()["env"]["bandwidth_jitter"]["interval_ms"] == 500.0
+
+
+def test_bad_bandwidth_jitter():
+  with pytest.raises(InvalidEnvironment,
+                     match="bandwidth_jitter.interval_ms must be a number, got None"):
+    network_testlib.env(bandwidth_jitter={"sigma": 0.1, "seed": 0})

@@ -22,6 +22,7 @@ ABLATIONS = {
     "beta": ("lps.beta", "gps.beta"),  # (beta_l, beta_g)
     "H": ("H",),
     "codec": ("exchange.codec",),  # the worker -> server codec (docs/codecs.md)
+    "global_codec": ("exchange.global_codec",),  # HALoS's LPS -> GPS codec
 }
 
 _CONFIGS_DIR = str(CONFIGS_DIR)  # the algorithms' configs, shipped inside the package

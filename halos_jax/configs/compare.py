@@ -20,7 +20,7 @@ Arguments (comma-separated words):
   runlocal    tiny model, embedded corpus, geo4 timing (the default when no word selects a size)
   quadratic   the quadratic toy problem (configs/<alg>.py:quadratic)
   full        the paper's Pythia-70M configuration (set data.path through `overrides`)
-  ablate=X    X in K, alpha, beta (beta_l, beta_g pairs), H, codec: HALoS (or
+  ablate=X    X in K, alpha, beta (beta_l, beta_g pairs), H, codec, global_codec: HALoS (or
               `ablation_algorithm`) with each of `ablation_values`
 """
 import ml_collections
@@ -38,6 +38,7 @@ ABLATION_VALUES = {
     # The worker -> server codec (docs/codecs.md; topk: 1 % with error feedback); reference none.
     # For Async Local-SGD: --config.ablation_algorithm=async_local_sgd.
     "codec": ("none", "bf16", "int8", "int4", "topk"),
+    "global_codec": ("none", "bf16", "int8", "int4", "topk"),  # HALoS's Delta to the GPS
 }
 
 
@@ -48,7 +49,7 @@ def get_config(arg=None):
   unknown = [w for w in words if w not in sizes and not w.startswith("ablate=")]
   if unknown:
     raise ValueError(f"unknown config argument(s) {unknown}; allowed: runlocal, quadratic, full, "
-                     f"ablate=K|alpha|beta|H|codec")
+                     f"ablate=K|alpha|beta|H|codec|global_codec")
   if len(sizes) > 1:
     raise ValueError(f"config arguments {sizes}: choose one of runlocal, quadratic, full")
   if len(ablations) > 1 or (ablations and ablations[0] not in ABLATION_VALUES):

@@ -6,25 +6,23 @@ config, calls `initialize` before any computation, and then
 
   * builds the schedule and reads the data itself (both are deterministic, so every process
     holds the same host-side state);
-  * keeps the servers' state and every worker slot on its own first local device, computing the
-    server rules redundantly (same program, same inputs -> same bits);
-  * hands batches of worker rounds to one jitted program over a mesh of *all* devices
-    (`jax.devices()`): `global_batch` turns the process's copy of a batch into a global array
-    of which each process supplies the slots of its own devices, and `gatherer` + `local_copy`
-    bring the results back so that every process again holds the whole batch (docs/scale.md);
-  * leaves writing (metrics, plots, summary.json, final_model, checkpoints) to process 0
-    (`is_primary`); a resumed run reads the checkpoint in every process and `agree` checks that
-    they all resumed from the same event.
+  * lays the worker slots out over a mesh of *all* devices (`jax.devices()`, by process):
+    each process holds, feeds and computes only its own devices' slots, and keeps its own copy
+    of the servers' state on its first device, computing the server rules redundantly (same
+    program, same inputs -> same bits; halos_jax/replay/layout.py, docs/scale.md);
+  * leaves writing metrics, plots, summary.json and final_model to process 0 (`is_primary`);
+    checkpoints are collective (each process writes its shards), periodic ones when process 0's
+    clock says so (`decide`); a resumed run reads the checkpoint in every process and `agree`
+    checks that they all resumed from the same event.
 
 On a single process every function here is a no-op or the obvious single-process operation.
 """
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Sequence
 
 import jax
 import numpy as np
-from jax.sharding import NamedSharding, PartitionSpec as P
 
 
 def initialize(coordinator_address: str | None = None, num_processes: int | None = None,
@@ -82,48 +80,6 @@ def home_device(devices: Sequence[jax.Device]) -> jax.Device:
   """This process's first device of `devices`: where its copy of the simulation state lives."""
   me = jax.process_index()
   return next(d for d in devices if d.process_index == me)
-
-
-def global_batch(sharding: NamedSharding, size: int, part: Callable[[slice], Any]) -> Any:
-  """A global array (tree) of leading dimension `size` sharded by `sharding`.
-
-  Every process calls this with the same `size` and a `part(slots)` that returns its copy of the
-  batch's rows `slots` (a tree of arrays on any local device, or NumPy arrays); only the rows of
-  this process's devices are asked for, and each is placed on its device.
-  """
-  index = sharding.addressable_devices_indices_map((size,))
-  shards = []
-  for device, idx in index.items():
-    shards.append(jax.device_put(part(idx[0]), device))
-  treedef = jax.tree.structure(shards[0])
-  leaves = [jax.make_array_from_single_device_arrays(
-      (size,) + tuple(per[0].shape[1:]), sharding, list(per))
-            for per in zip(*(jax.tree.leaves(s) for s in shards))]
-  return jax.tree.unflatten(treedef, leaves)
-
-
-def gatherer(devices: Sequence[jax.Device]) -> Callable[[Any], Any]:
-  """A jitted identity that gathers a batch sharded over `devices` into every process.
-
-  The result is replicated over processes but split over each process's own devices (the
-  all-gather crosses hosts once, and no device holds the whole batch); `local_copy` then
-  assembles this process's copy on one device.
-  """
-  procs = jax.process_count()
-  grid = np.asarray(devices).reshape(procs, len(devices) // procs)
-  mesh = jax.sharding.Mesh(grid, ("processes", "local"))
-  return jax.jit(lambda tree: tree, out_shardings=NamedSharding(mesh, P("local")))
-
-
-def local_copy(tree: Any, device: jax.Device) -> Any:
-  """This process's whole copy, on `device`, of a tree gathered by `gatherer`."""
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-
-  def assemble(x):
-    shards = sorted(x.addressable_shards, key=lambda s: s.index[0].start or 0)
-    parts = [jax.device_put(s.data, device) for s in shards]
-    return parts[0] if len(parts) == 1 else jnp.concatenate(parts)
-  return jax.tree.map(assemble, tree)
 
 
 def agree(value: int, what: str) -> None:

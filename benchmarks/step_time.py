@@ -37,50 +37,22 @@ flags.mark_flags_as_required(["config"])
 GB = 1e9
 
 
-def _bytes(tree) -> int:
-  import jax  # pylint: disable=g-import-not-at-top
-  return sum(int(x.size) * x.dtype.itemsize for x in jax.tree.leaves(tree))
-
-
 def state_bytes(config, model_name: str) -> dict:
-  """Bytes of the replay's simulation state for `config` (shapes only, nothing allocated).
+  """Bytes of the replay's simulation state for `config` (shapes only, nothing allocated):
+  `halos_jax.memory.plan` on one device.
 
   Returns a dict with params (one fp32 copy), per_worker (snapshot/result row + worker
-  optimizer state), workers (W of them), servers (the algorithm's server state), total.
+  optimizer state + loss), workers (W of them), servers (the algorithm's server state), total.
   """
-  import jax  # pylint: disable=g-import-not-at-top
-  import jax.numpy as jnp  # pylint: disable=g-import-not-at-top
-  from halos_jax import models, optim, schedule  # pylint: disable=g-import-not-at-top
-  from halos_jax import config_lib  # pylint: disable=g-import-not-at-top
-  from halos_jax.replay.problem import Problem  # pylint: disable=g-import-not-at-top
-  from halos_jax.replay.problem import lm_worker_optimizer  # pylint: disable=g-import-not-at-top
-  from halos_jax import algorithms  # pylint: disable=g-import-not-at-top
-
   import ml_collections  # pylint: disable=g-import-not-at-top
+  from halos_jax import config_lib, memory  # pylint: disable=g-import-not-at-top
   config = ml_collections.ConfigDict(config.to_dict())
   config.model.name = model_name
   config = config_lib.resolve(config)  # message_bytes from the model when unset
-  lm = models.make_language_model(models.get_model_config(model_name))
-  w = config.worker
-  problem = Problem(
-      name=model_name, init_params=None, loss=lm.loss,
-      worker_optimizer=lm_worker_optimizer(w, lm),
-      learning_rate=optim.warmup_cosine_schedule(w.max_lr, w.t_warmup, w.t_max,
-                                                 min_lr_ratio=w.min_lr_ratio),
-      data=None, tokens_per_sequence=int(config.data.seq_len))
-  env = schedule.load_environment(config.env)
-  plan = schedule.make_plan(env, schedule.ScheduleSettings.from_config(config))
-  rules = algorithms.get(config.algorithm).server_rules(
-      config, problem, env.num_workers, plan.num_servers)
-  x0 = jax.eval_shape(lambda: lm.init(0))
-  opt = jax.eval_shape(problem.worker_optimizer.init, x0)
-  servers = jax.eval_shape(rules.init, x0)
-  params = _bytes(x0)
-  # A worker slot (replay/layout.py): one model-sized row, the optimizer state, a loss.
-  per_worker = params + _bytes(opt) + jnp.dtype(jnp.float32).itemsize
-  return {"params": params, "per_worker": per_worker, "num_workers": env.num_workers,
-          "workers": env.num_workers * per_worker, "servers": _bytes(servers),
-          "total": env.num_workers * per_worker + _bytes(servers)}
+  p = memory.plan(config, 1, compile_round=False)
+  w = p.workers_per_device
+  return {"params": p.params_bytes, "per_worker": p.slot_bytes, "num_workers": w,
+          "workers": w * p.slot_bytes, "servers": p.servers_bytes, "total": p.resident[0]}
 
 
 def main(argv):
@@ -90,14 +62,13 @@ def main(argv):
   import numpy as np  # pylint: disable=g-import-not-at-top
   import optax  # pylint: disable=g-import-not-at-top
   from halos_jax import models  # pylint: disable=g-import-not-at-top
-  from halos_jax.replay.problem import lm_worker_optimizer  # pylint: disable=g-import-not-at-top
+  from halos_jax.replay.problem import lm_model_config, lm_worker_optimizer  # pylint: disable=g-import-not-at-top
   from halos_jax.replay.rounds import accumulated_value_and_grad  # pylint: disable=g-import-not-at-top
 
   config = _CONFIG.value
   name = _MODEL.value or config.model.name
   try:
-    cfg = models.get_model_config(name, compute_dtype=config.model.compute_dtype,
-                                  remat=config.model.get("remat", "none"))
+    cfg = lm_model_config(config, name)
   except (KeyError, ValueError) as e:
     print(f"error: --model={name}: {e}", file=sys.stderr)
     sys.exit(2)

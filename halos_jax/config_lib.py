@@ -191,8 +191,8 @@ def _resolve_message_sizes(c: ml_collections.ConfigDict, derived: bool) -> None:
   else:
     like = {"x": jax.ShapeDtypeStruct((int(c.message_bytes) // 4,), "float32")}
   for kind, key in _CODEC_OF_KIND.items():
-    if ex.get(key, "none") != "none":
-      codec = codecs.make(ex[key], block_size=int(ex.block_size), fraction=float(ex.fraction))
+    codec = codecs.from_config(ex, key)
+    if codec is not None:
       ex[kind + "_bytes"] = int(codec.payload_bytes(like))
 
 

@@ -27,7 +27,8 @@ import numpy as np
 GB = 1e9
 
 
-def _bytes(tree) -> int:
+def tree_bytes(tree) -> int:
+  """Bytes of a tree of arrays or shapes."""
   return sum(int(np.prod(x.shape)) * jnp.dtype(x.dtype).itemsize for x in jax.tree.leaves(tree))
 
 
@@ -42,6 +43,9 @@ class MemoryPlan:
   backend: str
   micro_batch: int
   remat: str
+  params_bytes: int = 0  # one copy of the model
+  slot_bytes: int = 0  # one worker slot: row, optimizer state, loss
+  servers_bytes: int = 0  # every server's state
 
   def peak(self, device: int) -> int:
     return self.resident[device] + self.batch_inputs + (self.temporaries or 0)
@@ -68,20 +72,18 @@ class _Placer:
     return self._global
 
   def to(self, tree, device):
-    self.bytes[device] += _bytes(tree)
+    self.bytes[device] += tree_bytes(tree)
     return tree
 
 
 def _model_problem(config):
   """The LM problem's pieces that shape memory (no data needed): model, loss, optimizer."""
   from halos_jax import models  # pylint: disable=g-import-not-at-top
+  from halos_jax.replay import problem as problem_lib  # pylint: disable=g-import-not-at-top
   from halos_jax.replay.problem import Problem  # pylint: disable=g-import-not-at-top
-  from halos_jax.replay.problem import lm_worker_optimizer  # pylint: disable=g-import-not-at-top
-  cfg = models.get_model_config(config.model.name, compute_dtype=config.model.compute_dtype,
-                                remat=config.model.get("remat", "none"))
-  lm = models.make_language_model(cfg)
+  lm = models.make_language_model(problem_lib.lm_model_config(config))
   problem = Problem(name=config.model.name, init_params=lambda: lm.init(0), loss=lm.loss,
-                    worker_optimizer=lm_worker_optimizer(config.worker, lm),
+                    worker_optimizer=problem_lib.lm_worker_optimizer(config.worker, lm),
                     learning_rate=None, data=None, tokens_per_sequence=int(config.data.seq_len))
   return problem
 
@@ -127,7 +129,7 @@ def plan(config, devices: int, *, problem=None, compile_round: bool = True) -> M
   w_dev, s_dev, g_dev = placement(devices, env.worker_region, sched_plan.server_region,
                                   rules.global_region)
   per_device = -(-env.num_workers // devices)
-  slot = _bytes(x0) + _bytes(opt0) + 4  # row, optimizer state, loss
+  slot = tree_bytes(x0) + tree_bytes(opt0) + 4  # row, optimizer state, loss
   placer = _Placer(s_dev, g_dev)
   rules.place(jax.eval_shape(rules.init, x0), placer)
   resident = [per_device * slot + placer.bytes.get(d, 0) for d in range(devices)]
@@ -139,7 +141,9 @@ def plan(config, devices: int, *, problem=None, compile_round: bool = True) -> M
       problem, h_max=h_max, local_batch=local_batch, seq_len=seq_len, micro_batch=micro,
       gradient_rounds=rules.gradient_rounds) if compile_round else None
   return MemoryPlan(devices, resident, per_device, batch_inputs, temporaries,
-                    jax.devices()[0].platform, micro, config.model.get("remat", "none"))
+                    jax.devices()[0].platform, micro, config.model.get("remat", "none"),
+                    params_bytes=tree_bytes(x0), slot_bytes=slot,
+                    servers_bytes=sum(placer.bytes.values()))
 
 
 def suggestions(config, devices: int, device_memory: float, *, max_tries: int = 6):

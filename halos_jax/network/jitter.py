@@ -30,26 +30,38 @@ class ComputeJitter:
     return {"distribution": self.distribution, "sigma": self.sigma, "seed": self.seed}
 
 
+class _Stream:
+  """Lognormal factors of mean 1, exp(sigma z - sigma^2 / 2), of one seeded PCG64 stream,
+  drawn in chunks as later indices are asked for."""
+
+  def __init__(self, seed_words, sigma: float):
+    self._rng = np.random.default_rng(list(seed_words))
+    self._sigma = float(sigma)
+    self.values: list = []
+
+  def upto(self, k: int) -> list:
+    """The factors 0 .. k (at least)."""
+    s = self._sigma
+    while len(self.values) <= k:
+      z = self._rng.standard_normal(_CHUNK)
+      self.values.extend(np.exp(s * z - s * s / 2).tolist())
+    return self.values
+
+  def __call__(self, k: int) -> float:
+    values = self.values
+    return values[k] if k < len(values) else self.upto(k)[k]
+
+
 class Factors:
-  """factor(w, j) of a ComputeJitter, drawn lazily per worker."""
+  """factor(w, j) of a ComputeJitter, drawn lazily per worker (stream seeded (seed, w))."""
 
   def __init__(self, jitter: ComputeJitter, num_workers: int):
     self.jitter = jitter
-    self._rng = [np.random.default_rng([jitter.seed, w]) for w in range(num_workers)]
-    self._lists = [[] for _ in range(num_workers)]
-
-  def _extend(self, w: int, upto: int) -> None:
-    s = self.jitter.sigma
-    while len(self._lists[w]) <= upto:
-      z = self._rng[w].standard_normal(_CHUNK)
-      self._lists[w].extend(np.exp(s * z - s * s / 2).tolist())
+    self._streams = [_Stream((jitter.seed, w), jitter.sigma) for w in range(num_workers)]
 
   def factor(self, w: int, j: int) -> float:
     """The factor of worker w's j-th round."""
-    values = self._lists[w]
-    if j >= len(values):
-      self._extend(w, j)
-    return values[j]
+    return self._streams[w](j)
 
   def durations(self, plan):
     """duration(w) of worker w's next round: download + upload + jittered compute (the
@@ -71,8 +83,7 @@ class Factors:
     out = np.empty(len(round_worker), np.float64)
     for w in np.unique(round_worker).tolist():
       sel = np.flatnonzero(round_worker == w)
-      self._extend(w, len(sel) - 1)
-      out[sel] = self._lists[w][:len(sel)]
+      out[sel] = self._streams[w].upto(len(sel) - 1)[:len(sel)]
     return out
 
 
@@ -95,13 +106,4 @@ class BandwidthJitter:
 
   def stream(self, src: int, dst: int):
     """factor(k) of link src -> dst, drawn lazily."""
-    rng = np.random.default_rng([self.seed, 2, int(src), int(dst)])
-    values: list = []
-    s = self.sigma
-
-    def factor(k: int) -> float:
-      while len(values) <= k:
-        z = rng.standard_normal(_CHUNK)
-        values.extend(np.exp(s * z - s * s / 2).tolist())
-      return values[k]
-    return factor
+    return _Stream((self.seed, 2, int(src), int(dst)), self.sigma)

@@ -23,13 +23,14 @@ def all_finite(tree) -> jax.Array:
   return jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in leaves]))
 
 
-@jax.jit
-def nonfinite_code(delta, loss) -> jax.Array:
-  """One round: 0 if finite, +1 for a non-finite loss, +2 for a non-finite (pseudo-)gradient.
-
-  One program per result structure (not per batch size): a batch costs one tiny dispatch per
-  round, and nothing is read on the host here."""
+def code_of(delta, loss) -> jax.Array:
+  """One round: 0 if finite, +1 for a non-finite loss, +2 for a non-finite (pseudo-)gradient
+  (traceable: the round program computes it on the worker's device)."""
   return (~jnp.isfinite(loss)).astype(jnp.int32) + 2 * (~all_finite(delta)).astype(jnp.int32)
+
+
+# One program per result structure: a round's code read where its message arrives.
+nonfinite_code = jax.jit(code_of)
 
 
 def nonfinite_codes(deltas, losses) -> list[jax.Array]:

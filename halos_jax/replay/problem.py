@@ -119,9 +119,7 @@ def language_model_problem(config) -> Problem:
   from halos_jax import optim  # pylint: disable=g-import-not-at-top
 
   stream = data_lib.build_stream(config.data)
-  overrides = {"compute_dtype": config.model.compute_dtype,
-               "remat": config.model.get("remat", "none")}
-  cfg = models.get_model_config(config.model.name, **overrides)
+  cfg = lm_model_config(config)
   if stream.vocab_size > cfg.vocab_size:
     raise ValueError(
         f"model.name={config.model.name!r} has vocab_size {cfg.vocab_size} but the data's "
@@ -142,6 +140,15 @@ def language_model_problem(config) -> Problem:
       data=stream,
       tokens_per_sequence=config.data.seq_len,
   )
+
+
+def lm_model_config(config, name: str | None = None):
+  """The PythiaConfig a run config trains: `model.name` (or `name`) with the config's
+  compute_dtype and remat."""
+  from halos_jax import models  # pylint: disable=g-import-not-at-top
+  return models.get_model_config(name or config.model.name,
+                                 compute_dtype=config.model.compute_dtype,
+                                 remat=config.model.get("remat", "none"))
 
 
 def lm_worker_optimizer(worker_config, lm) -> optax.GradientTransformationExtraArgs:

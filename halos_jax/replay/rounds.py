@@ -40,6 +40,7 @@ from jax import lax
 from jax.sharding import PartitionSpec as P
 
 from halos_jax import optim
+from halos_jax.replay import nonfinite
 from halos_jax.replay.problem import Problem
 
 Params = Any
@@ -152,12 +153,6 @@ def make_grad_fn(problem: Problem, micro_batches: int = 1):
   return grad_fn
 
 
-def _nonfinite_code(delta, loss):
-  """0 if finite, +1 for a non-finite loss, +2 for a non-finite (pseudo-)gradient."""
-  finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(x)) for x in jax.tree.leaves(delta)]))
-  return (~jnp.isfinite(loss)).astype(jnp.int32) + 2 * (~finite).astype(jnp.int32)
-
-
 def _select(pred, a, b):
   return jax.tree.map(lambda x, y: jnp.where(pred, x, y), a, b)
 
@@ -207,7 +202,7 @@ class RoundRunner:
       if codec is not None:  # what the server will receive (docs/codecs.md)
         payload, new_sent = codec.encode(delta, sent_state)
         delta = codec.decode(payload, delta)
-      code = _nonfinite_code(delta, new_loss)
+      code = nonfinite.code_of(delta, new_loss)
       if skip_nonfinite:  # a skipped round must not leave a non-finite optimizer state
         new_state = _select(code == 0, new_state, opt_state)
         new_sent = _select(code == 0, new_sent, sent_state)

@@ -167,7 +167,32 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
       from halos_jax import models  # pylint: disable=g-import-not-at-top  (imports JAX)
       c.message_bytes = int(models.param_bytes(models.get_model_config(c.model.name)))
   _resolve_message_sizes(c, derived)
+  _resolve_fragment_bytes(c, derived)
   return c
+
+
+def _resolve_fragment_bytes(c: ml_collections.ConfigDict, derived: bool) -> None:
+  """`fragment_bytes` of a streaming algorithm (config.fragments set): the bytes of each
+  fragment of the trained model (`streaming_diloco.fragment_elements`) when `message_bytes` is
+  its size; otherwise left unset, and the schedule splits the message evenly."""
+  if c.get("fragments") is None or not derived or c.get("fragment_bytes") is not None:
+    return
+  import jax  # pylint: disable=g-import-not-at-top
+  from halos_jax.algorithms import streaming_diloco  # pylint: disable=g-import-not-at-top
+  if c.get("problem", "lm") == "quadratic":
+    like = {"x": jax.ShapeDtypeStruct((int(c.quadratic.dim),), "float32")}
+  else:
+    from halos_jax import models  # pylint: disable=g-import-not-at-top
+    lm = models.make_language_model(models.get_model_config(c.model.name))
+    like = jax.eval_shape(lambda: lm.init(0))
+  flat = jax.tree_util.tree_flatten_with_path(like)[0]
+  leaves = [(tuple(str(getattr(k, "key", k)) for k in path), x.shape) for path, x in flat]
+  itemsize = {x.dtype.itemsize for _, x in flat}
+  if len(itemsize) != 1:  # mixed dtypes: the even split of message_bytes
+    return
+  size = itemsize.pop()
+  c.fragment_bytes = [n * size for n in  # ValueError: more fragments than layers
+                      streaming_diloco.fragment_elements(leaves, int(c.fragments))]
 
 
 # Which codec compresses each kind of message.

@@ -124,7 +124,7 @@ def build(config: ml_collections.ConfigDict, workdir: str, problem: Problem | No
     config.replay.progress = False
   runner = RoundRunner(problem, layout, h_max=h_max, local_batch=config.local_batch,
                        micro_batch=config.micro_batch, gradient_rounds=rules.gradient_rounds,
-                       parallel=config.replay.parallel,
+                       params_rounds=rules.params_rounds, parallel=config.replay.parallel,
                        skip_nonfinite=config.get("nonfinite", "stop") == "skip",
                        codec=codecs.from_config(config.get("exchange"), "codec"))
   identity = {"config": config_hash(config), "schedule": schedule.sha256(),

@@ -73,6 +73,7 @@ _one_of = fields.one_of
 _SCHEDULER_REQUIRED = ("algorithm", "H", "total_local_steps", "local_batch", "global_batch",
                        "step_time_ms")
 _SCHEDULER_OPTIONAL = ("rescale_local_steps", "K", "workers_per_lps", "message_bytes")
+_SCHEDULER_STREAMING = ("fragments", "overlap_steps")
 _MESSAGE_BYTES = fields.optional(_INT1)
 # The rest of a run config (config_lib.base_config), every field required.
 _RUN = (
@@ -202,6 +203,9 @@ def _check_scheduler(c: _Config, required_all: bool) -> env_lib.Environment:
   required = algorithms.get(name).REQUIRED_SETTINGS if name in algorithms.names() else ()
   for path in _SCHEDULER_OPTIONAL:
     if required_all or path in required:
+      c.get(path)
+  for path in _SCHEDULER_STREAMING:  # only the streaming algorithms' configs have them
+    if path in required:
       c.get(path)
   if c.has("message_bytes"):  # the config's rule: None means "the model's size"
     c.check("message_bytes", _MESSAGE_BYTES)

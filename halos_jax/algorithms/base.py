@@ -32,6 +32,7 @@ def configured_rescale(settings) -> bool:
 class ServerRules:
   """Base class. Subclasses implement the events their schedules contain."""
   gradient_rounds = False  # True: worker rounds return gradients (ddp)
+  params_rounds = False  # True: worker rounds return the worker's model (streaming_diloco)
   global_region = None  # the region of a global server above the others (HALoS's GPS)
 
   def __init__(self, config, problem, num_workers: int, num_servers: int):
@@ -63,6 +64,11 @@ class ServerRules:
   def model(self, servers: Servers, server: int) -> Params:
     """The model a worker of `server` starts from (a `start` event's snapshot)."""
     raise NotImplementedError
+
+  def start_model(self, servers: Servers, ev) -> Params:
+    """The model worker `ev.worker` starts a round from (a `start` event): by default its
+    server's model (`model`)."""
+    return self.model(servers, ev.server)
 
   def evaluated(self, servers: Servers) -> Params:
     """The model that validation and `params_sha256` report."""

@@ -23,6 +23,7 @@ ABLATIONS = {
     "H": ("H",),
     "codec": ("exchange.codec",),  # the worker -> server codec (docs/codecs.md)
     "global_codec": ("exchange.global_codec",),  # HALoS's LPS -> GPS codec
+    "streaming": ("fragments", "overlap_steps"),  # Streaming DiLoCo's (P, tau)
 }
 
 _CONFIGS_DIR = str(CONFIGS_DIR)  # the algorithms' configs, shipped inside the package

@@ -20,7 +20,8 @@ Arguments (comma-separated words):
   runlocal    tiny model, embedded corpus, geo4 timing (the default when no word selects a size)
   quadratic   the quadratic toy problem (configs/<alg>.py:quadratic)
   full        the paper's Pythia-70M configuration (set data.path through `overrides`)
-  ablate=X    X in K, alpha, beta (beta_l, beta_g pairs), H, codec, global_codec: HALoS (or
+  ablate=X    X in K, alpha, beta (beta_l, beta_g pairs), H, codec, global_codec, streaming
+              ((fragments, overlap_steps) pairs of streaming_diloco): HALoS (or
               `ablation_algorithm`) with each of `ablation_values`
 """
 import ml_collections
@@ -39,6 +40,9 @@ ABLATION_VALUES = {
     # For Async Local-SGD: --config.ablation_algorithm=async_local_sgd.
     "codec": ("none", "bf16", "int8", "int4", "topk"),
     "global_codec": ("none", "bf16", "int8", "int4", "topk"),  # HALoS's Delta to the GPS
+    # Streaming DiLoCo's (fragments P, overlap_steps tau); reference (2, 8) (configs/
+    # streaming_diloco.py); this ablation varies streaming_diloco, not HALoS.
+    "streaming": ((1, 0), (2, 0), (2, 4), (2, 8)),
 }
 
 
@@ -49,7 +53,7 @@ def get_config(arg=None):
   unknown = [w for w in words if w not in sizes and not w.startswith("ablate=")]
   if unknown:
     raise ValueError(f"unknown config argument(s) {unknown}; allowed: runlocal, quadratic, full, "
-                     f"ablate=K|alpha|beta|H|codec|global_codec")
+                     f"ablate=K|alpha|beta|H|codec|global_codec|streaming")
   if len(sizes) > 1:
     raise ValueError(f"config arguments {sizes}: choose one of runlocal, quadratic, full")
   if len(ablations) > 1 or (ablations and ablations[0] not in ABLATION_VALUES):
@@ -61,7 +65,8 @@ def get_config(arg=None):
   c.algorithms = ALGORITHMS  # entries when no ablation is selected, in table order
   c.reference = ""  # entry whose speed-up is reported ('': halos, or the ablation's default)
   c.ablation = ablations[0] if ablations else ""  # '' (compare algorithms), K, alpha, beta or H
-  c.ablation_algorithm = "halos"  # the algorithm whose field(s) the ablation varies
+  # The algorithm whose field(s) the ablation varies.
+  c.ablation_algorithm = "streaming_diloco" if ablations == ["streaming"] else "halos"
   c.ablation_values = ABLATION_VALUES[ablations[0]] if ablations else ()  # one entry per value
   c.targets = ()  # validation-loss targets; empty: num_auto_targets between first and best final
   c.num_auto_targets = 4  # automatic targets (the last one is the best final loss)

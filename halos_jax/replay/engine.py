@@ -140,8 +140,9 @@ class Replay:
     kind = ev.kind
     if kind == "start":
       w = ev.worker
-      # The snapshot: a copy of the server's model into the worker's slot, on its device.
-      model = self.rules.model(tree["servers"], ev.server)
+      # The snapshot: a copy of the server's model (or the model the rules hand this worker,
+      # `start_model`) into the worker's slot, on its device.
+      model = self.rules.start_model(tree["servers"], ev)
       if self._received is not None:
         model = self._received(model)
       tree["workers"]["x"] = self.layout.write(tree["workers"]["x"], w, model)

@@ -103,12 +103,14 @@ def accumulated_value_and_grad(loss_fn, micro_batches: int):
   return accumulated
 
 
-def make_round_fn(problem: Problem, h_max: int, micro_batches: int = 1):
+def make_round_fn(problem: Problem, h_max: int, micro_batches: int = 1,
+                  return_params: bool = False):
   """Returns round(params0, opt_state, batches_HxBx..., lrs_H, h) -> (pseudo_grad, state, loss).
 
   Step i (0-based) runs when i < h: loss and gradient of batches[i] (accumulated over
   `micro_batches` parts), then the worker optimizer with learning rate lrs[i]. The
-  pseudo-gradient is params0 - params_after (docs/algorithms.md 2).
+  pseudo-gradient is params0 - params_after (docs/algorithms.md 2); with `return_params` the
+  round returns params_after itself (algorithms whose workers keep their own models).
   """
   opt = problem.worker_optimizer
   value_and_grad = accumulated_value_and_grad(problem.loss, micro_batches)
@@ -129,6 +131,8 @@ def make_round_fn(problem: Problem, h_max: int, micro_batches: int = 1):
     (params, state, loss_sum), _ = lax.scan(
         step, init, (jnp.arange(h_max), batches, lrs))
     mean_loss = loss_sum / jnp.maximum(h, 1).astype(jnp.float32)
+    if return_params:
+      return params, state, mean_loss
     return _tree_sub(params0, params), state, mean_loss
 
   return round_fn
@@ -167,6 +171,8 @@ class RoundRunner:
     local_batch: sequences per local step.
     micro_batch: sequences per micro-batch (a divisor of local_batch; None: local_batch).
     gradient_rounds: True for synchronous data parallel (rounds return a gradient).
+    params_rounds: True when rounds return the worker's model instead of a pseudo-gradient
+      (`ServerRules.params_rounds`, streaming_diloco).
     parallel: batch rounds over the mesh; False runs one round per call (the reference).
     skip_nonfinite: a round whose result is not finite leaves the worker's optimizer state as
       it was (config nonfinite='skip').
@@ -177,7 +183,8 @@ class RoundRunner:
 
   def __init__(self, problem: Problem, layout, *, h_max: int, local_batch: int,
                micro_batch: int | None = None, gradient_rounds: bool = False,
-               parallel: bool = True, skip_nonfinite: bool = False, codec=None):
+               params_rounds: bool = False, parallel: bool = True,
+               skip_nonfinite: bool = False, codec=None):
     self.problem = problem
     self.layout = layout
     self.h_max = 1 if gradient_rounds else int(h_max)
@@ -188,7 +195,8 @@ class RoundRunner:
                        f"{self.local_batch}")
     m = self.local_batch // self.micro_batch
     self.parallel = parallel
-    fn = make_grad_fn(problem, m) if gradient_rounds else make_round_fn(problem, self.h_max, m)
+    fn = make_grad_fn(problem, m) if gradient_rounds else make_round_fn(
+        problem, self.h_max, m, return_params=params_rounds)
     self.num_devices = layout.num_devices
     self.mesh = layout.mesh
     self.batch_size = layout.slots

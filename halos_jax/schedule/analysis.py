@@ -85,7 +85,15 @@ def worker_intervals(schedule) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]
     c = c * jitter_lib.Factors(schedule.env.compute_jitter, schedule.env.num_workers).of_rounds(w)
   net = network.from_environment(schedule.env)
   traced = hasattr(net, "transfer_end_ms")  # bandwidth traces: each transfer its own time
-  if schedule.settings.synchronous:
+  fragments = getattr(schedule.settings.algorithm_module, "communication", None)
+  if fragments is not None:  # streaming: each fragment's all-reduce, for every worker
+    a, b = fragments(schedule)
+    c = schedule.settings.step_time_ms * r["H"] / schedule.env.worker_speed[w]  # segments
+    w_count = schedule.env.num_workers
+    pieces = [("compute", w, t_s, t_s + c),
+              ("communication", np.tile(np.arange(w_count), len(a)), np.repeat(a, w_count),
+               np.repeat(b, w_count))]
+  elif schedule.settings.synchronous:
     done = ~np.isnan(r["t_arrive"])
     t_a = r["t_arrive"][done]
     ar_start = t_a - plan.allreduce_ms
@@ -150,8 +158,12 @@ def link_bytes(schedule) -> np.ndarray:
     w_count = env.num_workers
     if w_count == 1:
       return out
-    syncs = int(np.count_nonzero(c["kind"] == ev.SYNC))
-    per_hop = 2 * (w_count - 1) / w_count * size["upload"] * syncs
+    reduced = getattr(s.algorithm_module, "allreduced_bytes", None)  # streaming: fragments
+    if reduced is None:
+      total = size["upload"] * int(np.count_nonzero(c["kind"] == ev.SYNC))
+    else:
+      total = reduced(schedule)
+    per_hop = 2 * (w_count - 1) / w_count * total
     order = plan.ring.order
     for k, reg in enumerate(order):
       n_r = len(env.worker_speeds_raw[reg])

@@ -13,13 +13,16 @@ Event kinds (fields a kind does not use are -1 / ()):
              server's version after it); async counts its steps (`counted_steps`). ddp/diloco:
              the end of the worker's compute + all-reduce (the update is the `sync`).
   sync       ddp/diloco: the server averages the results of `rounds` and applies its optimizer
-             (`version` after, `steps` of the round, `counted_steps`).
+             (`version` after, `steps` of the round, `counted_steps`). streaming_diloco: the
+             server records the workers' models of `rounds` and, when `fragment` >= 0, applies
+             the outer step to that fragment.
   send       halos: LPS `server` sends Delta = xhat_l - x_l (`version` = v_l, `base_version` =
              vhat_l, `steps` = local steps received since its previous send).
   gps_apply  halos: the GPS applies that Delta (`version` = GPS version after, `steps`,
              `counted_steps`); the global model leaves for LPS `server`.
   merge      halos: LPS `server` merges the global model of exchange `exchange` (`version` =
-             v_l at the merge, which becomes vhat_l).
+             v_l at the merge, which becomes vhat_l). streaming_diloco: every worker's model
+             mixes in the global model's fragment `fragment`.
   stop       the last event (`version` = server updates, `counted_steps`).
 
 `seq` is the event's position in the schedule (0, 1, ...): the builders process pending events
@@ -62,12 +65,13 @@ class Event(NamedTuple):
   steps: int = -1  # arrive: H; send/gps_apply: steps reported; sync: steps of the round
   counted_steps: int = -1  # cumulative count of the evaluated model's server after this event
   exchange: int = -1  # halos: send/gps_apply/merge of the same Delta share it
+  fragment: int = -1  # streaming: the fragment a sync steps (outer step) or a merge mixes
   rounds: tuple = ()  # sync: the round ids whose results this sync averages
 
 
 # Integer columns and their dtypes (sequence indices and counts in int64).
 INT_FIELDS = ("round", "worker", "server", "version", "base_version", "H", "data_start",
-              "data_end", "lr_offset", "steps", "counted_steps", "exchange")
+              "data_end", "lr_offset", "steps", "counted_steps", "exchange", "fragment")
 INT_DTYPES = {f: (np.int64 if f in ("data_start", "data_end", "lr_offset", "counted_steps")
                   else np.int32) for f in INT_FIELDS}
 

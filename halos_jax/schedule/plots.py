@@ -127,8 +127,13 @@ def _server_rows(schedule, first_row: int, bars, ticks) -> None:
       bars(row, send[:len(applied)], applied, _COLORS["up"], 0.5, visible=True)
       bars(row, applied[:len(merge)], merge, _COLORS["down"], 0.5, visible=True)
   elif schedule.settings.synchronous:
-    t_sync = c["t"][c["kind"] == ev.SYNC]
-    bars(0, t_sync - plan.allreduce_ms, t_sync, _COLORS["communication"], 0.5, visible=True)
+    fragments = getattr(schedule.settings.algorithm_module, "communication", None)
+    if fragments is not None:  # streaming: each fragment's all-reduce
+      a, b = fragments(schedule)
+    else:
+      b = c["t"][c["kind"] == ev.SYNC]
+      a = b - plan.allreduce_ms
+    bars(0, a, b, _COLORS["communication"], 0.5, visible=True)
   else:
     ticks(0, c["t"][c["kind"] == ev.ARRIVE], 0.3)
 

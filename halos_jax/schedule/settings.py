@@ -27,6 +27,8 @@ class InvalidSettings(fields.FieldError):
 # The kinds of message, each with its size (docs/schedule.md, "Messages").
 MESSAGE_KINDS = ("upload", "download", "delta", "global")
 MESSAGE_SIZE_FIELDS = tuple(k + "_bytes" for k in MESSAGE_KINDS)
+# The settings of streaming algorithms (fragments synchronised in turn).
+STREAMING_FIELDS = ("fragments", "overlap_steps", "fragment_bytes")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -51,6 +53,12 @@ class ScheduleSettings:
       when it differs from `message_bytes` (a codec's payload, docs/codecs.md; None: message_bytes):
       worker -> server (pseudo-gradient, gradient, all-reduce), server -> worker (the model a
       round starts from), LPS -> GPS (Delta), GPS -> LPS (global model).
+    fragments: P, the fragments a streaming algorithm synchronises in turn (one every H / P
+      local steps; halos_jax/algorithms/streaming_diloco.py). None for other algorithms.
+    overlap_steps: tau, local steps a fragment's outer step runs behind (its all-reduce
+      overlaps them; 0 <= tau < H / P). None for other algorithms.
+    fragment_bytes: the all-reduced bytes of each of the P fragments (config_lib.resolve
+      derives them from the model); None: `upload` bytes split evenly.
   """
   algorithm: str
   H: int
@@ -66,6 +74,9 @@ class ScheduleSettings:
   download_bytes: int | None = None
   delta_bytes: int | None = None
   global_bytes: int | None = None
+  fragments: int | None = None
+  overlap_steps: int | None = None
+  fragment_bytes: tuple | None = None
 
   def __post_init__(self):
     set_ = object.__setattr__
@@ -84,6 +95,18 @@ class ScheduleSettings:
     for key in ("K", "workers_per_lps") + MESSAGE_SIZE_FIELDS:  # None, or a positive integer
       if getattr(self, key) is not None:
         check(key, fields.INT1, int)
+    if self.fragments is not None:
+      check("fragments", fields.INT1, int)
+    if self.overlap_steps is not None:
+      check("overlap_steps", fields.INT0, int)
+    if self.fragment_bytes is not None:
+      sizes = self.fragment_bytes
+      if (isinstance(sizes, (str, bytes)) or not hasattr(sizes, "__len__")
+          or not all(isinstance(b, (int, np.integer)) and not isinstance(b, bool) and b >= 0
+                     for b in sizes)):
+        raise InvalidSettings(f"fragment_bytes={sizes!r}: must be a list of byte counts >= 0",
+                              field="fragment_bytes")
+      set_(self, "fragment_bytes", tuple(int(b) for b in sizes))
 
   # -- derived ---------------------------------------------------------------------------------
 
@@ -134,12 +157,14 @@ class ScheduleSettings:
     return {k: self.bytes_of(k) for k in MESSAGE_KINDS}
 
   def to_dict(self) -> dict:
-    """The fields; per-kind sizes only when set (so a schedule without codecs keeps its
-    header and its sha256)."""
+    """The fields; the optional ones (per-kind sizes, fragments) only when set, so a schedule
+    that does not use them keeps its header and its sha256."""
     d = dataclasses.asdict(self)
-    for key in MESSAGE_SIZE_FIELDS:
+    for key in MESSAGE_SIZE_FIELDS + STREAMING_FIELDS:
       if d[key] is None:
         del d[key]
+    if d.get("fragment_bytes") is not None:
+      d["fragment_bytes"] = list(d["fragment_bytes"])
     return d
 
   # -- from a run config -----------------------------------------------------------------------
@@ -189,6 +214,9 @@ class ScheduleSettings:
         rescale_local_steps=get("rescale_local_steps", required=False, default=False),
         K=get("K", required=False),
         workers_per_lps=get("workers_per_lps", required=False),
+        fragments=get("fragments", required=False),
+        overlap_steps=get("overlap_steps", required=False),
+        fragment_bytes=get("fragment_bytes", required=False),
         **_message_sizes(get("exchange", required=False)),
     )
 

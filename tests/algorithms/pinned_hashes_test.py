@@ -12,6 +12,7 @@ summary.json:
   recorded them (AVX-512) and skipped elsewhere, with the reason. The language-model runs take
   1-2 minutes each: they run only with HALOS_PINNED_LM=1.
 To re-pin after an intended change, run those commands and state in the commit why a hash moved.
+streaming_diloco was pinned when it was added (issue 16), the same way, on the same kind of host.
 """
 import importlib.util
 import os
@@ -47,6 +48,10 @@ SCHEDULE_SHA256 = {
         "runlocal": "5bd632a5d52d92e67a820c03a5a6b1892c25df1497e9c7da90eb611c97beb3cb",
         "reference": "4a2a75272a350c34daa4b24c846eaf4139f036d23b493a6982f9ba36639dd8d1",
     },
+    "streaming_diloco": {
+        "runlocal": "aa3a3ba866704bd7e35af5e667d64512766c0f174f28e9978362d714f434f090",
+        "reference": "25a8b677219c0b5b51b2331781cd43fd49080ed31c60ae18b9dc0034169274de",
+    },
 }
 QUADRATIC_PARAMS_SHA256 = {  # recorded on an AVX-512 host
     "ddp": "3eb64beaacb4a0347bba38d35c53a6c6b91aafc51e822e0a837d900db16ada6d",
@@ -54,6 +59,7 @@ QUADRATIC_PARAMS_SHA256 = {  # recorded on an AVX-512 host
     "diloco_dynupd": "baee9a3cd8601a70ed184d17b7ed6f1368668154d424dd7f6b58d10ef279be21",
     "async_local_sgd": "9556b6438489bd98d2264dcd86ae40a0c66eaec35de0d53e5b4f52648acdd2f9",
     "halos": "3260e232c623dad6e91dad27d4fc8d8867461a082070c1cbf8896f3eafa692e4",
+    "streaming_diloco": "25d9c81498c528200bf529072865092e0a8a3e52541065beb2405956ccb6ad4e",
 }
 RUNLOCAL_PARAMS_SHA256 = {  # by instruction set of the host that measured them
     "avx512": {
@@ -62,6 +68,7 @@ RUNLOCAL_PARAMS_SHA256 = {  # by instruction set of the host that measured them
         "diloco_dynupd": "dd05de8d3fcdfb6162cf5c95d583d016a8d089ba6b3abe95903ef8101e92e318",
         "async_local_sgd": "6a3a680178ee9fe50e0aedb6e7ff74fc73ce039989d035e7a7f71f6f0b014755",
         "halos": "7cbeaa6db4e6d9a878ac732b20ac79dcae673a7bfe6b787e90e54a64e360b0a3",
+        "streaming_diloco": "2a18e32392fb61f64aaee942265365517921a808c43599939077f1d4a04ae64a",
     },
 }
 

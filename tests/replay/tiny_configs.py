@@ -33,6 +33,8 @@ def tiny_config(algorithm: str, env_path: str, *, problem: str = "lm", **overrid
   c.H = 4 if algorithm != "ddp" else 1
   c.K = 2
   c.workers_per_lps = 2
+  if algorithm == "streaming_diloco":  # P = 2 fragments of the tiny model: S = H / 2 = 2 steps
+    c.overlap_steps = 1
   c.local_batch = 2
   c.global_batch = 8
   c.total_local_steps = 48

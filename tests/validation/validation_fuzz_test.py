@@ -104,7 +104,7 @@ FIELDS = {
 BLOCK_FIELDS = {"eta": POSITIVE, "beta": MOMENTUM, "N": bad_int(1), "c": bad_real(0, 1)}
 OUTER_FIELDS = {"lr": POSITIVE, "momentum": MOMENTUM}
 BLOCKS = {"ddp": (), "diloco": ("outer",), "diloco_dynupd": ("outer",),
-          "async_local_sgd": ("ps",), "halos": ("lps", "gps")}
+          "async_local_sgd": ("ps",), "halos": ("lps", "gps"), "streaming_diloco": ("outer",)}
 # Required fields (missing data.* fields take their defaults).
 REQUIRED = [p for p in FIELDS if p not in ("message_bytes", "nonfinite")
             and not p.startswith("data.")] + ["env", "data", "message_bytes"]

@@ -173,12 +173,12 @@ def resolve(config: ml_collections.ConfigDict) -> ml_collections.ConfigDict:
 
 def _resolve_fragment_bytes(c: ml_collections.ConfigDict, derived: bool) -> None:
   """`fragment_bytes` of a streaming algorithm (config.fragments set): the bytes of each
-  fragment of the trained model (`streaming_diloco.fragment_elements`) when `message_bytes` is
+  fragment of the trained model (`fragments.fragment_elements`) when `message_bytes` is
   its size; otherwise left unset, and the schedule splits the message evenly."""
   if c.get("fragments") is None or not derived or c.get("fragment_bytes") is not None:
     return
   import jax  # pylint: disable=g-import-not-at-top
-  from halos_jax.algorithms import streaming_diloco  # pylint: disable=g-import-not-at-top
+  from halos_jax import fragments  # pylint: disable=g-import-not-at-top
   if c.get("problem", "lm") == "quadratic":
     like = {"x": jax.ShapeDtypeStruct((int(c.quadratic.dim),), "float32")}
   else:
@@ -192,7 +192,7 @@ def _resolve_fragment_bytes(c: ml_collections.ConfigDict, derived: bool) -> None
     return
   size = itemsize.pop()
   c.fragment_bytes = [n * size for n in  # ValueError: more fragments than layers
-                      streaming_diloco.fragment_elements(leaves, int(c.fragments))]
+                      fragments.fragment_elements(leaves, int(c.fragments))]
 
 
 # Which codec compresses each kind of message.

@@ -204,6 +204,9 @@ def _check_scheduler(c: _Config, required_all: bool) -> env_lib.Environment:
   for path in _SCHEDULER_OPTIONAL:
     if required_all or path in required:
       c.get(path)
+  if required_all:  # a whole run config sets K and workers_per_lps, used or not
+    for path in ("K", "workers_per_lps"):
+      c.check(path, _INT1)
   for path in _SCHEDULER_STREAMING:  # only the streaming algorithms' configs have them
     if path in required:
       c.get(path)

@@ -73,9 +73,26 @@ def _lps_layout(env: Environment, wpl: int) -> tuple[np.ndarray, tuple]:
 
 def make_plan(env: Environment, settings: ScheduleSettings) -> plan_lib.Plan:
   """LPS l serves workers [l * wpl, (l + 1) * wpl) of one region; the GPS is in region 0."""
+  if settings.algorithm == "halos" and settings.fragments is not None:
+    raise InvalidSettings("fragments: HALoS exchanges the whole model; its streaming form is "
+                          "algorithm 'streaming_halos'", field="fragments")
   worker_server, server_region = _lps_layout(env, settings.workers_per_lps)
   return plan_lib.server_plan(env, settings, worker_server, server_region,
                               gps_region=GPS_REGION)
+
+
+def exchange_sizes(settings: ScheduleSettings) -> tuple[list[int], list[int]]:
+  """(Delta bytes, global-model bytes) of each fragment an exchange may carry: one of each for
+  HALoS; P of each in the streaming form (settings.fragments: `fragment_bytes`, or the
+  messages split evenly)."""
+  delta, glob = settings.bytes_of("delta"), settings.bytes_of("global")
+  p = settings.fragments or 1
+  if p == 1:
+    return [delta], [glob]
+  if settings.fragment_bytes is not None:
+    return list(settings.fragment_bytes), list(settings.fragment_bytes)
+  split = lambda b: [b // p + (1 if f < b % p else 0) for f in range(p)]  # noqa: E731
+  return split(delta), split(glob)
 
 
 ARRIVE_SEND = 7  # a processed arrival that also triggered a send (loop-internal code)
@@ -93,6 +110,7 @@ class _Loop(NamedTuple):
   ex_vmerge: dict
   counted: int
   gps_version: int
+  ex_frag: array | None = None  # the fragment of each exchange (streaming form), else None
 
 
 def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
@@ -116,11 +134,21 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
   clock = plan_lib.round_clock(env, settings, plan, net)
   traced = hasattr(net, "transfer_end_ms")
   lps_region = [int(r) for r in plan.server_region]
-  delta_bytes, global_bytes = settings.bytes_of("delta"), settings.bytes_of("global")
-  up = plan.up_ms.tolist()
-  down = plan.down_ms.tolist()
+  # Each exchange of LPS l carries fragment (its exchanges so far) mod P: the whole model when
+  # P = 1 (HALoS), one of P fragments every K / P updates in the streaming form
+  # (halos_jax/algorithms/streaming_halos.py).
+  delta_bytes, global_bytes = exchange_sizes(settings)
+  p_count = len(delta_bytes)
+  if p_count == 1:
+    up = [[u] for u in plan.up_ms.tolist()]
+    down = [[d] for d in plan.down_ms.tolist()]
+  else:
+    up = [[net.transfer_ms(r, GPS_REGION, b) for b in delta_bytes] for r in lps_region]
+    down = [[net.transfer_ms(GPS_REGION, r, b) for b in global_bytes] for r in lps_region]
+  sent = [0] * num_lps  # exchanges of each LPS so far
+  ex_frag = array("q")
   lps_of = plan.worker_server.tolist()
-  k_updates = settings.K
+  k_updates = settings.K // p_count
   total = settings.total_local_steps
   ARRIVE, GPS_APPLY, MERGE = ev.ARRIVE, ev.GPS_APPLY, ev.MERGE  # pylint: disable=invalid-name
 
@@ -152,8 +180,11 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
         ex_vhat.append(vl - k_updates)
         ex_steps.append(acc[l])
         acc[l] = 0
-        t_up = t + up[l] if not traced else net.transfer_end_ms(
-            lps_region[l], GPS_REGION, delta_bytes, t)
+        f = sent[l] % p_count
+        sent[l] += 1
+        ex_frag.append(f)
+        t_up = t + up[l][f] if not traced else net.transfer_end_ms(
+            lps_region[l], GPS_REGION, delta_bytes[f], t)
         heappush(heap, (t_up, seq, GPS_APPLY, e))  # keeps this arrival on top
         seq += 1
         emit((x << 3) | ARRIVE_SEND)
@@ -169,8 +200,9 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
       if counted >= total:
         break
       l = ex_lps[x]
-      t_down = t + down[l] if not traced else net.transfer_end_ms(
-          GPS_REGION, lps_region[l], global_bytes, t)
+      f = ex_frag[x]
+      t_down = t + down[l][f] if not traced else net.transfer_end_ms(
+          GPS_REGION, lps_region[l], global_bytes[f], t)
       heapreplace(heap, (t_down, seq, MERGE, x))  # xG leaves for the LPS
       seq += 1
     else:  # merge: x_l = (1 - alpha) x_l + alpha xG; xhat_l = x_l; vhat_l = v_l
@@ -179,7 +211,8 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
       ex_vmerge[x] = v[l]
       send_at[l] = v[l] + k_updates
       heappop(heap)
-  return _Loop(codes, times, ex_lps, ex_v, ex_vhat, ex_steps, ex_vmerge, counted, gps_version)
+  return _Loop(codes, times, ex_lps, ex_v, ex_vhat, ex_steps, ex_vmerge, counted, gps_version,
+               ex_frag if p_count > 1 else None)
 
 
 def _round_columns(plan: plan_lib.Plan, settings: ScheduleSettings, loop: _Loop, w_count: int):
@@ -234,6 +267,11 @@ def _exchange_columns(cols: dict, kind: np.ndarray, ex_of: np.ndarray, loop: _Lo
   vmerge = np.full(len(lps), -1, dtype=np.int64)
   if loop.ex_vmerge:
     vmerge[list(loop.ex_vmerge)] = list(loop.ex_vmerge.values())
+  frag = None if loop.ex_frag is None else np.frombuffer(loop.ex_frag, dtype=np.int64)
+  for code in (ev.SEND, ev.GPS_APPLY, ev.MERGE):
+    if frag is not None:  # the streaming form: which fragment each exchange carries
+      sel = kind == code
+      cols["fragment"][sel] = frag[np.arange(int(sel.sum())) if code == ev.SEND else ex_of[sel]]
   sel = kind == ev.SEND
   e = np.arange(int(sel.sum()))  # exchanges are numbered in send order
   cols["exchange"][sel] = e

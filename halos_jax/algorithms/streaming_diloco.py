@@ -31,10 +31,10 @@ References:
 """
 from __future__ import annotations
 
-from collections.abc import Sequence
 
 import numpy as np
 
+from halos_jax import fragments as fragments_lib
 from halos_jax import network
 from halos_jax.algorithms import base
 from halos_jax.schedule import _assemble
@@ -51,10 +51,6 @@ LABELS = {"server_updates": "fragment syncs", "server": "server"}
 PAPER_SPEEDUP = None  # not in the HALoS paper
 COMPARISON_REFERENCE = False
 
-LAYERS_KEY = "layers"  # the stacked transformer layers (leading axis = layer)
-INPUT_KEYS = ("embed_in",)  # leaves that join fragment 0 (the input side)
-
-
 local_H = base.configured_H
 
 
@@ -65,74 +61,8 @@ def rescale(settings: ScheduleSettings) -> bool:
 
 
 # ------------------------------------------------------------------------------------------------
-# Fragments (plain Python + numpy: the scheduler and the rules share them)
+# Fragments (halos_jax/fragments.py says which entries of the model each one holds)
 # ------------------------------------------------------------------------------------------------
-
-
-def fragment_of(path: Sequence[str], shape: Sequence[int], num_fragments: int,
-                num_layers: int | None):
-  """Which fragment each part of one parameter leaf belongs to.
-
-  Strided layers, as the published method: layer l is in fragment l mod P. Leaves of the stacked
-  `layers` are cut along their leading (layer) axis; the input embedding (INPUT_KEYS) joins
-  fragment 0 and every other leaf outside the layers (final norm, output head) joins the
-  fragment of the last layer. A tree without stacked layers (e.g. the quadratic's one vector)
-  is cut along each leaf's leading axis, entry i in fragment i mod P; a scalar leaf is in
-  fragment 0.
-
-  Args:
-    path: the leaf's keys from the root, e.g. ('layers', 'mlp', 'dense_4h_to_h', 'kernel').
-    shape: its shape.
-    num_fragments: P.
-    num_layers: the number of stacked layers, or None for a tree without them.
-
-  Returns:
-    An int (the whole leaf's fragment) or an int64 array over the leading axis.
-  """
-  p = int(num_fragments)
-  if num_layers is not None:
-    if path and path[0] == LAYERS_KEY:
-      return np.arange(int(shape[0]), dtype=np.int64) % p
-    return 0 if path and path[0] in INPUT_KEYS else (num_layers - 1) % p
-  if len(shape) == 0:
-    return 0
-  return np.arange(int(shape[0]), dtype=np.int64) % p
-
-
-def layer_count(leaves) -> int | None:
-  """The stacked layers' count from (path, shape) pairs, or None when there are none."""
-  counts = {int(shape[0]) for path, shape in leaves if path and path[0] == LAYERS_KEY}
-  if not counts:
-    return None
-  if len(counts) != 1:
-    raise ValueError(f"stacked layer leaves disagree on the layer count: {sorted(counts)}")
-  return counts.pop()
-
-
-def fragment_elements(leaves, num_fragments: int) -> list[int]:
-  """Elements of each fragment, from the leaves' (path, shape) pairs.
-
-  Raises:
-    ValueError: a fragment would be empty (more fragments than layers, or than entries).
-  """
-  p = int(num_fragments)
-  layers = layer_count(leaves)
-  out = [0] * p
-  for path, shape in leaves:
-    size = int(np.prod(shape, dtype=np.int64))
-    where = fragment_of(path, shape, p, layers)
-    if isinstance(where, int):
-      out[where] += size
-    else:
-      per_row = size // max(1, int(shape[0]))
-      for f, n in enumerate(np.bincount(where, minlength=p).tolist()):
-        out[f] += n * per_row
-  empty = [f for f, n in enumerate(out) if n == 0]
-  if empty:
-    what = f"{layers} layers" if layers is not None else "the parameters' leading axes"
-    raise ValueError(f"fragments={p}: fragment(s) {empty} would be empty ({what}); use at most "
-                     f"as many fragments as layers")
-  return out
 
 
 def fragment_sizes(settings: ScheduleSettings) -> list[int]:
@@ -188,7 +118,7 @@ def make_plan(env: Environment, settings: ScheduleSettings) -> plan_lib.Plan:
 def segments(env: Environment, settings: ScheduleSettings) -> list[tuple]:
   """The run as segments of local steps all workers run together (see the module docstring):
   (steps L, start, end = the boundary's time, fragment stepped there or -1, fragment mixed
-  there or -1), until the counted local steps reach total_local_steps."""
+  there or -1), until the local steps at an outer step reach total_local_steps."""
   p, tau, s = _check(env, settings)
   net = network.from_environment(env)
   w_count = env.num_workers
@@ -208,8 +138,6 @@ def segments(env: Environment, settings: ScheduleSettings) -> list[tuple]:
       out.append((tau, t, end, -1, q))
       counted += w_count * tau
       t, pending = end, None
-      if counted >= total:
-        break
       steps, c = s - tau, c_rest
     else:
       steps, c = s, c_s
@@ -284,7 +212,9 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
     body["fragment"][sel] = np.asarray(frag)[sel]
   sy = body_kind == ev.SYNC
   body["steps"][sy] = steps * w_count
-  body["counted_steps"][sy] = counted
+  # The global model counts the local steps at its outer steps (the run ends at one).
+  outer = sy & (body["fragment"] >= 0)
+  body["counted_steps"][outer] = counted[seg_of[outer]]
   cols["t"][-1] = t_end[-1]
   cols["version"][-1] = outer_after[-1]
   cols["counted_steps"][-1] = counted[-1]
@@ -379,25 +309,9 @@ class StreamingDiLoCoRules(base.Synchronous):
     self._masks = None
 
   def masks(self, params):
-    """One boolean tree per fragment, broadcastable against `params` (`fragment_of`)."""
+    """One boolean tree per fragment (`fragment_masks`), built once."""
     if self._masks is None:
-      import jax  # pylint: disable=g-import-not-at-top
-      flat, treedef = jax.tree_util.tree_flatten_with_path(params)
-      leaves = [(tuple(str(getattr(k, "key", k)) for k in path), np.shape(x))
-                for path, x in flat]
-      fragment_elements(leaves, self.fragments)  # every fragment has something
-      layers = layer_count(leaves)
-      out = []
-      for p in range(self.fragments):
-        masks = []
-        for path, shape in leaves:
-          where = fragment_of(path, shape, self.fragments, layers)
-          if isinstance(where, int):
-            masks.append(np.bool_(where == p))
-          else:
-            masks.append((where == p).reshape((-1,) + (1,) * (len(shape) - 1)))
-        out.append(jax.tree.unflatten(treedef, masks))
-      self._masks = out
+      self._masks = fragments_lib.fragment_masks(params, self.fragments)
     return self._masks
 
   def init(self, x0):

@@ -183,10 +183,13 @@ def link_bytes(schedule) -> np.ndarray:
   np.add.at(out, (wrk_reg[up_done], srv_reg[up_done]), size["upload"])
   if plan.hierarchical:  # Deltas up to the GPS, global models back down
     lps_reg = np.asarray(plan.server_region)
+    per_event = getattr(s.algorithm_module, "exchange_bytes", None)  # streaming: fragments
     for kind, frm_to, nb in ((ev.GPS_APPLY, lambda l: (lps_reg[l], 0), size["delta"]),
                              (ev.MERGE, lambda l: (0, lps_reg[l]), size["global"])):
       l = c["server"][c["kind"] == kind]
       a, b = frm_to(l)
+      if per_event is not None:
+        nb = per_event(schedule, kind)
       np.add.at(out, (np.broadcast_to(a, l.shape), np.broadcast_to(b, l.shape)), nb)
   return out
 
@@ -202,7 +205,11 @@ def message_bytes(schedule) -> dict:
     kinds = ("upload", "download", "delta", "global")
   else:
     kinds = ("upload", "download")
-  return {k: sizes[k] for k in kinds}
+  out = {k: sizes[k] for k in kinds}
+  fragments = getattr(schedule.settings.algorithm_module, "fragment_sizes", None)
+  if fragments is not None:  # streaming: the bytes of each fragment's message
+    out["fragments"] = list(fragments(schedule.settings))
+  return out
 
 
 def summarize(schedule) -> dict:
@@ -305,7 +312,10 @@ def format_summary(summary: dict) -> str:
     if st["count"]:
       lines.append(f"staleness ({level:>6}) n={st['count']:,} mean {st['mean']:.2f} median "
                    f"{st['median']:.1f} p90 {st['p90']:.1f} max {st['max']}")
-  sizes = ", ".join(f"{k} {_human_bytes(v)}" for k, v in s["message_bytes"].items())
+  sizes = ", ".join(
+      f"{k} {_human_bytes(v)}" if k != "fragments" else
+      "fragments " + " + ".join(_human_bytes(b) for b in v)
+      for k, v in s["message_bytes"].items())
   lines.append(f"message sizes      {sizes}")
   lines.append(f"bytes              total {_human_bytes(s['total_bytes'])}, inter-region "
                f"{_human_bytes(s['inter_region_bytes'])}")

@@ -12,7 +12,8 @@ summary.json:
   recorded them (AVX-512) and skipped elsewhere, with the reason. The language-model runs take
   1-2 minutes each: they run only with HALOS_PINNED_LM=1.
 To re-pin after an intended change, run those commands and state in the commit why a hash moved.
-streaming_diloco was pinned when it was added (issue 16), the same way, on the same kind of host.
+streaming_diloco and streaming_halos were pinned when they were added (issue 16), the same way,
+on the same kind of host.
 """
 import importlib.util
 import os
@@ -49,8 +50,12 @@ SCHEDULE_SHA256 = {
         "reference": "4a2a75272a350c34daa4b24c846eaf4139f036d23b493a6982f9ba36639dd8d1",
     },
     "streaming_diloco": {
-        "runlocal": "aa3a3ba866704bd7e35af5e667d64512766c0f174f28e9978362d714f434f090",
-        "reference": "25a8b677219c0b5b51b2331781cd43fd49080ed31c60ae18b9dc0034169274de",
+        "runlocal": "008da35533b870d3376a924adef21443349362a1b4b6afb1daaa6a0f182fa384",
+        "reference": "9694ea87eaad21da9cfeb12359250949fb05a265a5433ad16b37fb249985397b",
+    },
+    "streaming_halos": {
+        "runlocal": "6c32b4d739cb2533cbec58d6d6d938f24b1be9e6143fcfcecd114aeaf27cbade",
+        "reference": "d488d24e8c99bb9d88234cd170172727875727bc4fbd10f522ef24f787e1e5c7",
     },
 }
 QUADRATIC_PARAMS_SHA256 = {  # recorded on an AVX-512 host
@@ -60,6 +65,7 @@ QUADRATIC_PARAMS_SHA256 = {  # recorded on an AVX-512 host
     "async_local_sgd": "9556b6438489bd98d2264dcd86ae40a0c66eaec35de0d53e5b4f52648acdd2f9",
     "halos": "3260e232c623dad6e91dad27d4fc8d8867461a082070c1cbf8896f3eafa692e4",
     "streaming_diloco": "25d9c81498c528200bf529072865092e0a8a3e52541065beb2405956ccb6ad4e",
+    "streaming_halos": "a7ea4a0e0933143c7f572c28362e726a1e6a2535979b58d6671ee97ed969da2a",
 }
 RUNLOCAL_PARAMS_SHA256 = {  # by instruction set of the host that measured them
     "avx512": {
@@ -69,6 +75,7 @@ RUNLOCAL_PARAMS_SHA256 = {  # by instruction set of the host that measured them
         "async_local_sgd": "6a3a680178ee9fe50e0aedb6e7ff74fc73ce039989d035e7a7f71f6f0b014755",
         "halos": "7cbeaa6db4e6d9a878ac732b20ac79dcae673a7bfe6b787e90e54a64e360b0a3",
         "streaming_diloco": "2a18e32392fb61f64aaee942265365517921a808c43599939077f1d4a04ae64a",
+        "streaming_halos": "3ffb0fabea9eea8061dce2c1707c8777f0a2538ade3028847713174918a6e047",
     },
 }
 

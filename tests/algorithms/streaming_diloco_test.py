@@ -10,7 +10,7 @@ import sys
 import numpy as np
 import pytest
 
-from halos_jax import config_lib, train
+from halos_jax import config_lib, fragments, train
 from halos_jax import schedule as schedule_lib
 from halos_jax.algorithms import streaming_diloco as sd
 from halos_jax.schedule import analysis
@@ -157,8 +157,6 @@ def test_timing_with_overlap(tau):
       t = max(t + tau * step, want_sync[-1] + ar)
       want_merge.append(t)
       counted += 4 * tau
-      if counted >= 64:
-        break
     t += steps * step
     want_sync.append(t)
     counted += 4 * steps
@@ -167,7 +165,12 @@ def test_timing_with_overlap(tau):
   merge = c["kind"] == schedule_lib.events.MERGE
   np.testing.assert_allclose(c["t"][sync], want_sync, rtol=1e-12)
   np.testing.assert_allclose(c["t"][merge], want_merge, rtol=1e-12)
-  assert s.summary_basic()["local_steps"] == 64
+  basic = s.summary_basic()
+  assert basic["local_steps"] >= 64 and basic["server_updates"] == len(want_sync)
+  # Only outer steps count local steps (the global model's); the run ends at one.
+  counted_at = c["counted_steps"][c["counted_steps"] >= 0]
+  assert len(counted_at) == len(want_sync) + 1  # + the stop
+  assert c["fragment"][np.flatnonzero(c["counted_steps"] >= 0)[-2]] >= 0
 
 
 def test_overlap_waits_for_a_slow_all_reduce():
@@ -237,13 +240,13 @@ PYTHIA_LIKE = [
 def test_strided_layers():
   """Layer l in fragment l mod P; the input embedding with fragment 0; the head with the last
   layer's fragment."""
-  layers = sd.layer_count(PYTHIA_LIKE)
+  layers = fragments.layer_count(PYTHIA_LIKE)
   assert layers == 6
   np.testing.assert_array_equal(
-      sd.fragment_of(("layers", "mlp", "kernel"), (6, 8, 32), 4, layers), [0, 1, 2, 3, 0, 1])
-  assert sd.fragment_of(("embed_in", "embedding"), (256, 8), 4, layers) == 0
-  assert sd.fragment_of(("embed_out", "kernel"), (8, 256), 4, layers) == 5 % 4
-  sizes = sd.fragment_elements(PYTHIA_LIKE, 3)
+      fragments.fragment_of(("layers", "mlp", "kernel"), (6, 8, 32), 4, layers), [0, 1, 2, 3, 0, 1])
+  assert fragments.fragment_of(("embed_in", "embedding"), (256, 8), 4, layers) == 0
+  assert fragments.fragment_of(("embed_out", "kernel"), (8, 256), 4, layers) == 5 % 4
+  sizes = fragments.fragment_elements(PYTHIA_LIKE, 3)
   per_layer = 8 * 32 + 24
   assert sizes == [256 * 8 + 2 * per_layer, 2 * per_layer, 2 * per_layer + 8 * 256 + 8]
   assert sum(sizes) == sum(int(np.prod(s)) for _, s in PYTHIA_LIKE)
@@ -251,7 +254,7 @@ def test_strided_layers():
 
 def test_more_fragments_than_layers_is_refused():
   with pytest.raises(ValueError, match="at most as many fragments as layers"):
-    sd.fragment_elements(PYTHIA_LIKE, 7)
+    fragments.fragment_elements(PYTHIA_LIKE, 7)
 
 
 def test_resolve_derives_fragment_bytes_from_the_model():

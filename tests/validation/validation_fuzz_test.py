@@ -104,7 +104,8 @@ FIELDS = {
 BLOCK_FIELDS = {"eta": POSITIVE, "beta": MOMENTUM, "N": bad_int(1), "c": bad_real(0, 1)}
 OUTER_FIELDS = {"lr": POSITIVE, "momentum": MOMENTUM}
 BLOCKS = {"ddp": (), "diloco": ("outer",), "diloco_dynupd": ("outer",),
-          "async_local_sgd": ("ps",), "halos": ("lps", "gps"), "streaming_diloco": ("outer",)}
+          "async_local_sgd": ("ps",), "halos": ("lps", "gps"), "streaming_diloco": ("outer",),
+          "streaming_halos": ("lps", "gps")}
 # Required fields (missing data.* fields take their defaults).
 REQUIRED = [p for p in FIELDS if p not in ("message_bytes", "nonfinite")
             and not p.startswith("data.")] + ["env", "data", "message_bytes"]
@@ -168,6 +169,8 @@ def bad_configs(draw, bases, tmp):
     return d, f"config.{block}.c=", kind
   if kind == "lps_layout":  # the tiny environment has 2 regions of 2 workers
     d["algorithm"] = "halos"
+    for key in ("fragments", "overlap_steps"):  # a streaming base: HALoS refuses fragments
+      d.pop(key, None)
     d.setdefault("lps", copy.deepcopy(bases["halos"]["lps"]))
     d.setdefault("gps", copy.deepcopy(bases["halos"]["gps"]))
     d["workers_per_lps"] = draw(st.integers(3, 10**4))

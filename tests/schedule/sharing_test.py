@@ -10,7 +10,7 @@ from hypothesis import given, settings, strategies as st
 from halos_jax import network
 from halos_jax.network import sharing
 from halos_jax.schedule import (InvalidEnvironment, analysis, build_schedule,
-                                environment_from_dict, load_environment)
+                                environment_from_dict, load_environment, read_jsonl)
 
 import network_testlib
 from network_testlib import ALGORITHMS, B, settings as _settings  # noqa: F401
@@ -123,6 +123,36 @@ def test_without_the_keys_the_schedule_is_the_reference_bit_for_bit():
   assert fair.to_dict()["link_sharing"] == "fair"
   assert fair.to_dict()["uplink_gbps"] == [1.0, None, 2.0, None]
   assert environment_from_dict(fair.to_dict()) == fair
+
+
+@pytest.mark.parametrize("algorithm", ALGORITHMS + ["diloco_dynupd"])
+def test_geo4_without_sharing_is_unchanged_and_sync_fair_is_none(algorithm):
+  """geo4 with `link_sharing: none` is geo4 (same sha256). The synchronous ring has one flow
+  per inter-region link and 3 hops on each 100 Gbps region link (33 Gbps >> b* = 0.127):
+  fair == none event for event, bit for bit."""
+  geo4 = load_environment("geo4")
+  s = _settings(algorithm, total_local_steps=2_000, message_bytes=281_706_496, K=4,
+                workers_per_lps=4, step_time_ms=238.391)
+  plain = build_schedule(geo4, s)
+  assert build_schedule(environment_from_dict(dict(geo4.to_dict(), link_sharing="none")),
+                        s).sha256() == plain.sha256()
+  fair = build_schedule(environment_from_dict(dict(geo4.to_dict(), link_sharing="fair")), s)
+  if s.synchronous:
+    for key, col in plain.columns.items():
+      np.testing.assert_array_equal(col, fair.columns[key])
+  else:
+    check_schedule(fair, timed=False)
+    _no_earlier(plain, fair)
+
+
+def test_a_fair_schedule_reads_back_with_its_summary(tmp_path):
+  s = build_schedule(_fair(uplink_gbps=[0.5, None]), _settings("halos"))
+  s.write_jsonl(tmp_path / "s.jsonl")
+  back = read_jsonl(tmp_path / "s.jsonl")
+  assert back.sha256() == s.sha256() and back.sharing is None
+  assert back.header()["env"]["uplink_gbps"] == [0.5, None]
+  assert {**back.summary(), "env": None} == {**s.summary(), "env": None}  # record rebuilt
+  assert "link sharing" in analysis.format_summary(s.summary())
 
 
 @pytest.mark.parametrize("extra,match", [

@@ -1,7 +1,7 @@
 r"""Scheduler throughput and memory at scale: 64 regions x 16 workers, >= 10^6 events.
 
   .venv/bin/python benchmarks/schedule_scale.py [--events=1000000] [--algorithms=halos,ddp]
-                                                [--memory=false]
+                                                [--memory=false] [--sharing=none,fair]
 
 For each algorithm: builds a schedule of about --events events on a seeded random environment
 (inter-region links uniform in [0.1, 1] Gbps, possibly asymmetric, 100 Gbps inside a region; raw
@@ -10,11 +10,15 @@ worker speeds uniform in [0.1, 1]) and prints events per second of `build_schedu
 full size, per event: a constant bytes/event shows memory proportional to the schedule. The
 ring search for the 64 regions is timed on its own, and a bare Python loop gives the speed of
 the interpreter on this machine (the async/halos builders are bound by their heapq loop).
+With --sharing=none,fair (the default) every algorithm is built a second time with
+`link_sharing: fair` (docs/schedule.md, "Link sharing"; async/halos then run the flow
+simulator), and --caps=G adds uplink/downlink caps of G Gbps to every region in that line.
 """
 from __future__ import annotations
 
 import argparse
 import gc
+import platform
 import time
 import tracemalloc
 
@@ -26,13 +30,34 @@ from halos_jax.schedule import (ScheduleSettings, best_ring, build_schedule,
 REGIONS, WORKERS_PER_REGION = 64, 16
 
 
-def environment(seed: int = 0):
+def environment(seed: int = 0, sharing: str = "none", caps: float | None = None):
   rng = np.random.default_rng(seed)
   b = rng.uniform(0.1, 1.0, size=(REGIONS, REGIONS))
   np.fill_diagonal(b, 100.0)
   speeds = rng.uniform(0.1, 1.0, size=(REGIONS, WORKERS_PER_REGION))
-  return environment_from_dict({"network_bandwidths": b.tolist(),
-                                "worker_speeds": speeds.tolist()}, name=f"random64x16-s{seed}")
+  d = {"network_bandwidths": b.tolist(), "worker_speeds": speeds.tolist()}
+  if sharing != "none":
+    d["link_sharing"] = sharing
+    if caps is not None:
+      d["uplink_gbps"] = d["downlink_gbps"] = [caps] * REGIONS
+  return environment_from_dict(d, name=f"random64x16-s{seed}")
+
+
+def cpu_line() -> str:
+  """The CPU model and ISA flags that matter here (Linux /proc/cpuinfo; else platform)."""
+  model, flags = platform.processor() or platform.machine(), set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name") and ":" in line:
+          model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and ":" in line:
+          flags = set(line.split(":", 1)[1].split())
+          break
+  except OSError:
+    pass
+  isa = [f for f in ("sse4_2", "avx", "avx2", "avx512f", "amx_tile") if f in flags]
+  return f"cpu: {model} ({platform.machine()}; {', '.join(isa) or 'ISA flags unknown'})"
 
 
 def settings_for(algorithm: str, env, events: int) -> ScheduleSettings:
@@ -56,7 +81,12 @@ def main():
   parser.add_argument("--algorithms", default="ddp,diloco,diloco_dynupd,async_local_sgd,halos")
   parser.add_argument("--repeats", type=int, default=2)
   parser.add_argument("--memory", default="true", choices=("true", "false"))
+  parser.add_argument("--sharing", default="none,fair",
+                      help="link_sharing modes to build each algorithm with (none, fair)")
+  parser.add_argument("--caps", type=float, default=None,
+                      help="with fair: uplink and downlink caps in Gbps for every region")
   args = parser.parse_args()
+  print(cpu_line())
   t0 = time.perf_counter()
   total = 0
   for i in range(10_000_000):  # interpreter speed of this machine, to compare runs across hosts
@@ -64,12 +94,14 @@ def main():
   print(f"calibration: a bare 10^7-iteration Python loop (total += i) takes "
         f"{time.perf_counter() - t0:.2f} s here")
   env = environment()
+  envs = {mode: environment(sharing=mode, caps=args.caps) for mode in args.sharing.split(",")}
   t0 = time.perf_counter()
   ring = best_ring(env.bandwidth_gbps)
   print(f"environment: {REGIONS} regions x {WORKERS_PER_REGION} workers; best ring b* = "
         f"{ring.bandwidth_gbps:.4f} Gbps (exact={ring.exact}, upper bound "
         f"{ring.upper_bound_gbps:.4f}) found in {time.perf_counter() - t0:.3f} s")
-  for algorithm in args.algorithms.split(","):
+  for algorithm, mode in ((a, m) for a in args.algorithms.split(",") for m in envs):
+    env = envs[mode]
     s = settings_for(algorithm, env, args.events)
     best, schedule = float("inf"), None
     for _ in range(args.repeats):
@@ -79,7 +111,9 @@ def main():
       schedule = build_schedule(env, s)
       best = min(best, time.perf_counter() - t0)
     n = len(schedule)
-    line = (f"{algorithm:>16}: {n:>9,} events in {best:6.3f} s = {n / best / 1e6:5.2f} M events/s"
+    label = algorithm if mode == "none" else f"{algorithm} {mode}" + (
+        f" caps {args.caps:g}" if args.caps is not None else "")
+    line = (f"{label:>21}: {n:>9,} events in {best:6.3f} s = {n / best / 1e6:5.2f} M events/s"
             f" ({schedule.summary_basic()['server_updates']:,} server updates, "
             f"{s.total_local_steps:,} local steps)")
     if args.memory == "true":

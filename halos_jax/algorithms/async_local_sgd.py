@@ -9,17 +9,24 @@ The run stops right after the arrival at which the counted steps reach total_loc
 Events: W `start` at t = 0, then per arrival `arrive` + the worker's next `start`; the last
 arrival is followed by `stop` instead.
 
+With `link_sharing: fair` (network/sharing.py) a round is download flow, compute, upload flow,
+and concurrent flows share their links: `_fair_arrivals` runs the same loop with the flow
+simulator's completions in the heap; the events are the same kinds, only their times change.
+
 References:
   Liu et al., "Asynchronous Local-SGD Training for Language Modeling", 2024 (arXiv 2401.09135).
 """
 from __future__ import annotations
 
 import heapq
+import math
 from array import array
 
 import numpy as np
 
 from halos_jax.algorithms import base
+from halos_jax.network import jitter as jitter_lib
+from halos_jax.network import sharing
 from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
 from halos_jax.schedule import plan as plan_lib
@@ -52,6 +59,11 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   h = plan.worker_H.tolist()
   dur = plan.round_ms.tolist()
   total = settings.total_local_steps
+  if env.link_sharing == "fair":
+    arrival_worker, arrival_t, counted, record = _fair_arrivals(env, settings, plan)
+    schedule = _columns(env, settings, plan, arrival_worker, arrival_t, counted)
+    schedule.sharing = record
+    return schedule
   # Compute jitter or bandwidth traces: each round its own end (plan.round_clock).
   clock = plan_lib.round_clock(env, settings, plan)
 
@@ -73,8 +85,14 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
     # start: w restarts at once, next block
     heapreplace(heap, (t + dur[w] if clock is None else clock(w, t), next_round, w))
     next_round += 1
+  return _columns(env, settings, plan, arrival_worker, arrival_t, counted)
 
-  # -- columns: [W starts] + [arrive, start] * (A - 1) + [arrive, stop]
+
+def _columns(env: Environment, settings: ScheduleSettings, plan: plan_lib.Plan,
+             arrival_worker: array, arrival_t: array, counted: int) -> ev.Schedule:
+  """The schedule of the arrivals (workers and times, in order): [W starts] +
+  [arrive, start] * (A - 1) + [arrive, stop]."""
+  w_count = env.num_workers
   aw = np.frombuffer(arrival_worker, dtype=np.int64)
   at = np.frombuffer(arrival_t, dtype=np.float64)
   n_arr = len(aw)
@@ -101,6 +119,77 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   cols["version"][-1] = n_arr
   cols["counted_steps"][-1] = counted
   return ev.Schedule(settings, env, plan, _assemble.finish(cols))
+
+
+FLOW, COMPUTE, ARRIVE = 0, 1, 2  # the fair loop's entries
+
+
+def _fair_arrivals(env: Environment, settings: ScheduleSettings, plan: plan_lib.Plan):
+  """The arrivals (workers, times), the counted steps and the simulator's record when
+  concurrent transfers share links max-min fairly (network/sharing.py).
+
+  A round: its download flow (server region -> worker region) starts with the round; when its
+  bits are through (plus the link's latency) the worker computes; then its upload flow, timed on
+  the same server -> worker link (the reference's rule), and the arrival when that is through
+  (plus latency). Heap entries are (t, order, kind, x, version): arrivals have order = round id,
+  as in the reference loop (ties in dispatch order); the simulator's completions and the ends of
+  compute have order -1 (at equal t they come first; they emit nothing).
+  """
+  w_count = env.num_workers
+  h = plan.worker_H.tolist()
+  total = settings.total_local_steps
+  heap = []
+  sim = sharing.FlowSimulator(env.bandwidth_gbps, heap, FLOW, env.uplink_gbps,
+                              env.downlink_gbps)
+  src = [int(plan.server_region[s]) for s in plan.worker_server.tolist()]
+  dst = env.worker_region.tolist()
+  lat = ([0.0] * w_count if env.latency_ms is None
+         else [float(env.latency_ms[a, b]) for a, b in zip(src, dst)])
+  down_bits = settings.bytes_of("download") * 8
+  up_bits = settings.bytes_of("upload") * 8
+  comp = plan.compute_ms.tolist()
+  factor = (None if env.compute_jitter is None
+            else jitter_lib.Factors(env.compute_jitter, w_count).factor)
+  nth = [0] * w_count  # rounds each worker computed (the jitter's index)
+  round_of = list(range(w_count))  # each worker's round in flight
+  download_end = [math.nan] * w_count
+  start, complete = sim.start, sim.complete
+  heappush, heappop = heapq.heappush, heapq.heappop
+  for w in range(w_count):  # all start at t = 0
+    start(0.0, src[w], dst[w], down_bits, w << 1)
+  arrival_worker, arrival_t = array("q"), array("d")
+  add_w, add_t = arrival_worker.append, arrival_t.append
+  counted, next_round = 0, w_count
+  while True:
+    t, _, kind, x, version = heappop(heap)
+    if kind == FLOW:
+      owner = complete(t, x, version)
+      if owner is None:  # stale: the link's rate changed since
+        continue
+      w = owner >> 1
+      if owner & 1:  # upload through: the pseudo-gradient arrives after the latency
+        heappush(heap, (t + lat[w], round_of[w], ARRIVE, w, 0))
+      else:  # model through: compute
+        t_c = download_end[round_of[w]] = t + lat[w]
+        c = comp[w]
+        if factor is not None:
+          c = c * factor(w, nth[w])
+          nth[w] += 1
+        heappush(heap, (t_c + c, -1, COMPUTE, w, 0))
+    elif kind == COMPUTE:  # the upload leaves
+      start(t, src[x], dst[x], up_bits, (x << 1) | 1)
+    else:  # arrive: the PS applies the pseudo-gradient (DN) and counts H_w local steps
+      add_w(x)
+      add_t(t)
+      counted += h[x]
+      if counted >= total:
+        break
+      round_of[x] = next_round  # start: x restarts at once, next block
+      next_round += 1
+      download_end.append(math.nan)
+      start(t, src[x], dst[x], down_bits, x << 1)
+  record = sim.record(t)._replace(download_end=np.asarray(download_end, dtype=np.float64))
+  return arrival_worker, arrival_t, counted, record
 
 
 # ------------------------------------------------------------------------------------------------

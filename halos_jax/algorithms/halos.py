@@ -17,6 +17,11 @@ version at its last merge vhat_l. Timing (reference semantics):
 A send reports every local step the LPS received since its previous send, including those
 applied while the previous exchange was in flight.
 
+With `link_sharing: fair` (network/sharing.py) every message (a worker's download and upload,
+a Delta, a global model) is a flow sharing its links max-min fairly with the others in flight:
+`_fair_event_loop` runs the same state machines with the flow simulator's completions in the
+heap; the events are the same, only their times change.
+
 References:
   Kim et al., "HALoS: Hierarchical Asynchronous Local SGD over Slow Networks for
   Geo-Distributed Large Language Model Training", ICML 2025 (arXiv 2506.04531).
@@ -24,6 +29,7 @@ References:
 from __future__ import annotations
 
 import heapq
+import math
 from array import array
 from typing import NamedTuple
 
@@ -31,6 +37,8 @@ import numpy as np
 
 from halos_jax.algorithms import base
 from halos_jax import network
+from halos_jax.network import jitter as jitter_lib
+from halos_jax.network import sharing
 from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
 from halos_jax.schedule import plan as plan_lib
@@ -111,15 +119,25 @@ class _Loop(NamedTuple):
   counted: int
   gps_version: int
   ex_frag: array | None = None  # the fragment of each exchange (streaming form), else None
+  record: sharing.Record | None = None  # link_sharing fair: the flow simulator's record
 
 
 def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   """The HALoS schedule of (env, settings)."""
-  plan = make_plan(env, settings)
-  loop = _event_loop(plan, settings, env)
+  return build_from_plan(env, settings, make_plan(env, settings))
+
+
+def build_from_plan(env: Environment, settings: ScheduleSettings,
+                    plan: plan_lib.Plan) -> ev.Schedule:
+  """The schedule of LPS/GPS state machines on `plan` (HALoS's, or its streaming form's)."""
+  fair = env.link_sharing == "fair"
+  loop = (_fair_event_loop if fair else _event_loop)(plan, settings, env)
   cols, kind, ex_of = _round_columns(plan, settings, loop, env.num_workers)
   _exchange_columns(cols, kind, ex_of, loop)
-  return ev.Schedule(settings, env, plan, _assemble.finish(cols))
+  schedule = ev.Schedule(settings, env, plan, _assemble.finish(cols))
+  if fair:
+    schedule.sharing = loop.record
+  return schedule
 
 
 def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environment) -> _Loop:
@@ -213,6 +231,140 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
       heappop(heap)
   return _Loop(codes, times, ex_lps, ex_v, ex_vhat, ex_steps, ex_vmerge, counted, gps_version,
                ex_frag if p_count > 1 else None)
+
+
+FLOW, COMPUTE = 8, 9  # the fair loop's internal entries (beside ARRIVE, GPS_APPLY, MERGE)
+DOWNLOAD, UPLOAD, DELTA, GLOBAL = 0, 1, 2, 3  # what a flow carries (owner = x << 2 | this)
+
+
+def _fair_event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environment) -> _Loop:
+  """`_event_loop` when concurrent messages share links max-min fairly (network/sharing.py).
+
+  A worker round is its download flow (LPS region -> worker region), compute, its upload flow
+  (timed on the same LPS -> worker link, the reference's rule) and the arrival; a send starts
+  the Delta's flow (LPS region -> GPS region), the gps_apply the global model's (back). Each
+  message ends when its bits are through plus the link's latency. Heap entries are
+  (t, order, kind, x, version): an arrival, gps_apply or merge keeps the insertion number the
+  reference loop gives it (when its round starts, at the send, at the gps_apply), so ties are
+  broken as there; the simulator's completions and the ends of compute have order -1 (at equal
+  t they come first and emit nothing).
+  """
+  w_count = env.num_workers
+  num_lps = plan.num_servers
+  h = plan.worker_H.tolist()
+  lps_region = [int(r) for r in plan.server_region]
+  lps_of = plan.worker_server.tolist()
+  src = [lps_region[l] for l in lps_of]
+  dst = env.worker_region.tolist()
+  lat_ms = env.latency_ms
+  lat = ([0.0] * w_count if lat_ms is None
+         else [float(lat_ms[a, b]) for a, b in zip(src, dst)])
+  lat_up = [0.0 if lat_ms is None else float(lat_ms[r, GPS_REGION]) for r in lps_region]
+  lat_down = [0.0 if lat_ms is None else float(lat_ms[GPS_REGION, r]) for r in lps_region]
+  down_bits, up_bits = settings.bytes_of("download") * 8, settings.bytes_of("upload") * 8
+  # Exchanges carry fragment (exchanges of the LPS so far) mod P (one fragment when P = 1).
+  delta_bytes, global_bytes = exchange_sizes(settings)
+  p_count = len(delta_bytes)
+  delta_bits, global_bits = [b * 8 for b in delta_bytes], [b * 8 for b in global_bytes]
+  sent = [0] * num_lps
+  ex_frag = array("q")
+  comp = plan.compute_ms.tolist()
+  factor = (None if env.compute_jitter is None
+            else jitter_lib.Factors(env.compute_jitter, w_count).factor)
+  nth = [0] * w_count
+  k_updates = settings.K // p_count
+  total = settings.total_local_steps
+  ARRIVE, GPS_APPLY, MERGE = ev.ARRIVE, ev.GPS_APPLY, ev.MERGE  # pylint: disable=invalid-name
+
+  heap = []
+  sim = sharing.FlowSimulator(env.bandwidth_gbps, heap, FLOW, env.uplink_gbps,
+                              env.downlink_gbps)
+  start, complete = sim.start, sim.complete
+  heappush, heappop = heapq.heappush, heapq.heappop
+  for w in range(w_count):  # all workers start at t = 0
+    start(0.0, src[w], dst[w], down_bits, w << 2 | DOWNLOAD)
+  order = list(range(w_count))  # the insertion number of each worker's pending arrival
+  round_of = list(range(w_count))
+  download_end = [math.nan] * w_count
+  ex_order = []  # per exchange: the insertion number of its gps_apply, then of its merge
+  seq = next_round = w_count
+  v = [0] * num_lps  # v_l
+  send_at = [k_updates] * num_lps  # vhat_l + K
+  acc = [0] * num_lps  # local steps received since the LPS's previous send
+  ex_lps, ex_v, ex_vhat, ex_steps = array("q"), array("q"), array("q"), array("q")
+  ex_vmerge = {}
+  codes, times = array("q"), array("d")  # per processed event: payload << 3 | kind, t
+  emit, add_t = codes.append, times.append
+  counted = gps_version = 0
+  while True:
+    t, _, kind, x, version = heappop(heap)
+    if kind == FLOW:
+      owner = complete(t, x, version)
+      if owner is None:  # stale: the link's rate changed since
+        continue
+      y, what = owner >> 2, owner & 3
+      if what == DOWNLOAD:  # model through: compute
+        t_c = download_end[round_of[y]] = t + lat[y]
+        c = comp[y]
+        if factor is not None:
+          c = c * factor(y, nth[y])
+          nth[y] += 1
+        heappush(heap, (t_c + c, -1, COMPUTE, y, 0))
+      elif what == UPLOAD:
+        heappush(heap, (t + lat[y], order[y], ARRIVE, y, 0))
+      elif what == DELTA:
+        heappush(heap, (t + lat_up[ex_lps[y]], ex_order[y], GPS_APPLY, y, 0))
+      else:
+        heappush(heap, (t + lat_down[ex_lps[y]], ex_order[y], MERGE, y, 0))
+      continue
+    if kind == COMPUTE:  # the upload leaves
+      start(t, src[x], dst[x], up_bits, x << 2 | UPLOAD)
+      continue
+    add_t(t)
+    if kind == ARRIVE:  # x_l = DN_l(x_l, g); v_l += 1
+      l = lps_of[x]
+      vl = v[l] = v[l] + 1
+      acc[l] += h[x]
+      if vl == send_at[l]:  # v_l == vhat_l + K: send Delta = xhat_l - x_l
+        e = len(ex_lps)
+        ex_lps.append(l)
+        ex_v.append(vl)
+        ex_vhat.append(vl - k_updates)
+        ex_steps.append(acc[l])
+        acc[l] = 0
+        ex_order.append(seq)
+        seq += 1
+        f = sent[l] % p_count
+        sent[l] += 1
+        ex_frag.append(f)
+        start(t, lps_region[l], GPS_REGION, delta_bits[f], e << 2 | DELTA)
+        emit((x << 3) | ARRIVE_SEND)
+      else:
+        emit((x << 3) | ARRIVE)
+      # restart x from the pre-merge x_l
+      order[x] = seq
+      seq += 1
+      round_of[x] = next_round
+      next_round += 1
+      download_end.append(math.nan)
+      start(t, src[x], dst[x], down_bits, x << 2 | DOWNLOAD)
+    elif kind == GPS_APPLY:  # xG = DN_g(xG, Delta); count the reported steps
+      emit((x << 3) | GPS_APPLY)
+      gps_version += 1
+      counted += ex_steps[x]
+      if counted >= total:
+        break
+      ex_order[x] = seq  # xG leaves for the LPS
+      seq += 1
+      start(t, GPS_REGION, lps_region[ex_lps[x]], global_bits[ex_frag[x]], x << 2 | GLOBAL)
+    else:  # merge: x_l = (1 - alpha) x_l + alpha xG; xhat_l = x_l; vhat_l = v_l
+      emit((x << 3) | MERGE)
+      l = ex_lps[x]
+      ex_vmerge[x] = v[l]
+      send_at[l] = v[l] + k_updates
+  record = sim.record(t)._replace(download_end=np.asarray(download_end, dtype=np.float64))
+  return _Loop(codes, times, ex_lps, ex_v, ex_vhat, ex_steps, ex_vmerge, counted, gps_version,
+               ex_frag if p_count > 1 else None, record)
 
 
 def _round_columns(plan: plan_lib.Plan, settings: ScheduleSettings, loop: _Loop, w_count: int):

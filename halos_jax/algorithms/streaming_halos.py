@@ -29,7 +29,6 @@ import numpy as np
 from halos_jax import fragments as fragments_lib
 from halos_jax.algorithms import base
 from halos_jax.algorithms import halos
-from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
 from halos_jax.schedule import plan as plan_lib
 from halos_jax.schedule.environment import Environment
@@ -60,13 +59,8 @@ def make_plan(env: Environment, settings: ScheduleSettings) -> plan_lib.Plan:
 
 
 def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
-  """The streaming HALoS schedule: HALoS's event loop with an exchange every K / P updates."""
-  plan = make_plan(env, settings)
-  loop = halos._event_loop(plan, settings, env)  # pylint: disable=protected-access
-  cols, kind, ex_of = halos._round_columns(  # pylint: disable=protected-access
-      plan, settings, loop, env.num_workers)
-  halos._exchange_columns(cols, kind, ex_of, loop)  # pylint: disable=protected-access
-  return ev.Schedule(settings, env, plan, _assemble.finish(cols))
+  """The streaming HALoS schedule: HALoS's event loops with an exchange every K / P updates."""
+  return halos.build_from_plan(env, settings, make_plan(env, settings))
 
 
 def fragment_sizes(settings: ScheduleSettings) -> list[int]:

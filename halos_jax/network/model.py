@@ -5,8 +5,9 @@ environment describes. `BandwidthOnly` is the reference model of the paper's sim
 (docs/algorithms.md 3): a transfer costs bytes / bandwidth of its directed link,
 with no latency, no sharing of a link between concurrent transfers and no variability; the
 ring all-reduce runs over the best ring of regions. `WithLatency` adds a latency per link;
-`traces.TimeVarying` lets links' bandwidth change over time; `select.from_environment` picks
-the model an environment describes. Link sharing and failures are not modelled yet.
+`traces.TimeVarying` lets links' bandwidth change over time; `sharing` shares links between
+concurrent transfers (`link_sharing: fair`); `select.from_environment` picks the model an
+environment describes. Failures are not modelled yet.
 
 All times are float64 milliseconds of virtual time. Plain Python + numpy.
 """

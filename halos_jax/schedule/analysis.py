@@ -17,6 +17,10 @@ Definitions:
       "i->j" (i = j: inside region i). ddp/diloco: each all-reduce moves 2 (W - 1) / W * B
       bytes over every hop of the ring of workers laid out region by region along the best
       ring of regions.
+  link busy time            link_sharing fair, async/halos: per directed link, the time it carried
+      at least one message (flows in the timing convention: both legs of a round on the
+      server -> worker link); shared-link wait: the time messages lost to other messages on
+      their links (duration - duration alone, summed over the messages through by the stop).
 """
 from __future__ import annotations
 
@@ -73,6 +77,23 @@ def _stats(x: np.ndarray) -> dict:
   }
 
 
+def sharing_record(schedule):
+  """The flow simulator's record of a `link_sharing: fair` async/halos schedule (rebuilt from
+  the environment and settings for a schedule read back from JSON Lines); None otherwise."""
+  if schedule.env.link_sharing != "fair" or schedule.settings.synchronous:
+    return None
+  if schedule.sharing is None:
+    schedule.sharing = schedule.settings.algorithm_module.build(
+        schedule.env, schedule.settings).sharing
+  return schedule.sharing
+
+
+def _download_ms(schedule, t_start: np.ndarray) -> np.ndarray:
+  """fair sharing: each round's download time (inf where it was not through by the stop)."""
+  end = sharing_record(schedule).download_end[:len(t_start)]
+  return np.where(np.isnan(end), np.inf, end - t_start)
+
+
 def worker_intervals(schedule) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
   """Per kind ('compute', 'communication') and worker: (starts, ends) arrays, clipped to the
   simulated time and sorted by start."""
@@ -85,6 +106,7 @@ def worker_intervals(schedule) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]
     c = c * jitter_lib.Factors(schedule.env.compute_jitter, schedule.env.num_workers).of_rounds(w)
   net = network.from_environment(schedule.env)
   traced = hasattr(net, "transfer_end_ms")  # bandwidth traces: each transfer its own time
+  fair = sharing_record(schedule) is not None  # fair sharing: each transfer its own time
   fragments = getattr(schedule.settings.algorithm_module, "communication", None)
   if fragments is not None:  # streaming: each fragment's all-reduce, for every worker
     a, b = fragments(schedule)
@@ -110,6 +132,10 @@ def worker_intervals(schedule) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]
       down = schedule.settings.bytes_of("download")
       x = np.array([net.transfer_end_ms(int(a), int(b), down, float(t)) - t
                     for a, b, t in zip(src, schedule.env.worker_region[w], t_s)])
+      t_a = r["t_arrive"]
+      u = np.where(np.isnan(t_a), np.inf, t_a - (t_s + x + c))
+    elif fair:  # the simulator's download ends; the upload up to the arrival (or the stop)
+      x = _download_ms(schedule, t_s)
       t_a = r["t_arrive"]
       u = np.where(np.isnan(t_a), np.inf, t_a - (t_s + x + c))
     pieces = [("compute", w, t_s + x, t_s + x + c),
@@ -177,7 +203,10 @@ def link_bytes(schedule) -> np.ndarray:
   w = r["worker"]
   srv_reg = np.asarray(plan.server_region)[plan.worker_server[w]]
   wrk_reg = env.worker_region[w]
-  down_done = r["t_start"] + plan.transfer_ms[w] <= t_end
+  if sharing_record(schedule) is not None:
+    down_done = r["t_start"] + _download_ms(schedule, r["t_start"]) <= t_end
+  else:
+    down_done = r["t_start"] + plan.transfer_ms[w] <= t_end
   np.add.at(out, (srv_reg[down_done], wrk_reg[down_done]), size["download"])
   up_done = ~np.isnan(r["t_arrive"])
   np.add.at(out, (wrk_reg[up_done], srv_reg[up_done]), size["upload"])
@@ -235,7 +264,7 @@ def summarize(schedule) -> dict:
   if plan.hierarchical:
     timing.update(lps_to_gps_ms=plan.up_ms.tolist(), gps_to_lps_ms=plan.down_ms.tolist())
   off = ~np.eye(env.num_regions, dtype=bool)
-  return {
+  out = {
       "algorithm": s.algorithm,
       "message_bytes": message_bytes(schedule),
       "env": env.name,
@@ -271,6 +300,15 @@ def summarize(schedule) -> dict:
       "inter_region_bytes": float(lb[off].sum()),
       "total_bytes": float(lb.sum()),
   }
+  if env.link_sharing != "none":  # (new keys only then: summaries without sharing unchanged)
+    out["link_sharing"] = env.link_sharing
+    rec = sharing_record(schedule)
+    if rec is not None:
+      out["link_busy_ms"] = {f"{i}->{j}": float(rec.busy_ms[i, j])
+                             for i in range(env.num_regions) for j in range(env.num_regions)
+                             if rec.busy_ms[i, j] > 0}
+      out["shared_link_wait_ms"] = rec.wait_ms
+  return out
 
 
 def _human_bytes(x: float) -> str:
@@ -321,4 +359,11 @@ def format_summary(summary: dict) -> str:
                f"{_human_bytes(s['inter_region_bytes'])}")
   links = "  ".join(f"{k}: {_human_bytes(v)}" for k, v in s["link_bytes"].items())
   lines.append(f"  per link         {links}")
+  if "link_busy_ms" in s:
+    busy = "  ".join(f"{k}: {v:,.0f} ms" for k, v in s["link_busy_ms"].items())
+    lines.append(f"link sharing       {s['link_sharing']}: {s['shared_link_wait_ms']:,.1f} ms "
+                 f"lost waiting on shared links; busy per link")
+    lines.append(f"  busy             {busy}")
+  elif "link_sharing" in s:
+    lines.append(f"link sharing       {s['link_sharing']}")
   return "\n".join(lines)

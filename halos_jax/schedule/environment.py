@@ -38,9 +38,11 @@ import yaml
 # Where the preset environments live: halos_jax/configs/envs/<name>.yaml (package data).
 from halos_jax.configs import ENVS_DIR
 from halos_jax.network import jitter as jitter_lib
+from halos_jax.network import sharing as sharing_lib
 
 _KEYS = ("num_regions", "network_bandwidths", "worker_speeds", "network_latencies_ms",
-         "compute_jitter", "bandwidth_traces", "bandwidth_jitter")
+         "compute_jitter", "bandwidth_traces", "bandwidth_jitter", "link_sharing",
+         "uplink_gbps", "downlink_gbps")
 
 
 class InvalidEnvironment(ValueError):
@@ -171,6 +173,33 @@ def _bandwidth_traces(entries, num_regions: int) -> tuple | None:
   return tuple(out[k] for k in sorted(out)) or None
 
 
+def _link_sharing(mode) -> str:
+  """`link_sharing`: 'none' (absent: the reference) or 'fair'."""
+  if mode is None:
+    return "none"
+  if mode not in sharing_lib.MODES:
+    raise InvalidEnvironment(
+        f"link_sharing must be one of {', '.join(sharing_lib.MODES)}, got {mode!r}")
+  return mode
+
+
+def _region_caps(caps, key: str, num_regions: int) -> tuple | None:
+  """`uplink_gbps` / `downlink_gbps`: one entry per region, Gbps > 0 or null (no cap); None
+  when absent or all null."""
+  if caps is None:
+    return None
+  if isinstance(caps, np.ndarray):
+    caps = caps.tolist()
+  if (isinstance(caps, (str, bytes, Mapping)) or not hasattr(caps, "__len__")
+      or len(caps) != num_regions):
+    raise InvalidEnvironment(
+        f"{key} must be a list of {num_regions} entries (Gbps, or null for no cap), one per "
+        f"region, got {caps!r}")
+  out = tuple(None if c is None else _positive_finite(c, f"{key}[{r}] (Gbps)")
+              for r, c in enumerate(caps))
+  return None if all(c is None for c in out) else out
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Environment:
   """Regions, links and workers (immutable; arrays are read-only).
@@ -194,6 +223,10 @@ class Environment:
       (from, to, times_ms, gbps) (network/traces.py), or None: constant bandwidths.
     bandwidth_jitter: a `network.jitter.BandwidthJitter` (a seeded factor per link and
       interval), or None. sigma = 0 is stored as None.
+    link_sharing: 'none' (the reference: every transfer has its link to itself) or 'fair'
+      (concurrent transfers share links max-min fairly, network/sharing.py).
+    uplink_gbps, downlink_gbps: per region, a cap in Gbps (or None) shared by all transfers
+      leaving / entering the region (fair sharing only); None: no caps.
   """
   bandwidth_gbps: np.ndarray
   worker_speeds_raw: tuple
@@ -202,6 +235,9 @@ class Environment:
   compute_jitter: jitter_lib.ComputeJitter | None = None
   bandwidth_traces: tuple | None = None
   bandwidth_jitter: jitter_lib.BandwidthJitter | None = None
+  link_sharing: str = "none"
+  uplink_gbps: tuple | None = None
+  downlink_gbps: tuple | None = None
   num_regions: int = dataclasses.field(init=False)
   num_workers: int = dataclasses.field(init=False)
   worker_region: np.ndarray = dataclasses.field(init=False)
@@ -256,6 +292,19 @@ class Environment:
     set_(self, "compute_jitter", _compute_jitter(self.compute_jitter))
     set_(self, "bandwidth_traces", _bandwidth_traces(self.bandwidth_traces, num_regions))
     set_(self, "bandwidth_jitter", _bandwidth_jitter(self.bandwidth_jitter))
+    set_(self, "link_sharing", _link_sharing(self.link_sharing))
+    set_(self, "uplink_gbps", _region_caps(self.uplink_gbps, "uplink_gbps", num_regions))
+    set_(self, "downlink_gbps", _region_caps(self.downlink_gbps, "downlink_gbps", num_regions))
+    if self.link_sharing != "fair":
+      for key in ("uplink_gbps", "downlink_gbps"):
+        if getattr(self, key) is not None:
+          raise InvalidEnvironment(f"{key} needs link_sharing: fair (the cap is shared by the "
+                                   "region's concurrent transfers)")
+    else:
+      for key in ("bandwidth_traces", "bandwidth_jitter"):
+        if getattr(self, key) is not None:
+          raise InvalidEnvironment(f"link_sharing: fair cannot be combined with {key} (fair "
+                                   "sharing needs constant link capacities)")
     set_(self, "bandwidth_gbps", bw)
     set_(self, "worker_speeds_raw", tuple(speeds_t))
     set_(self, "num_regions", num_regions)
@@ -273,12 +322,16 @@ class Environment:
             and np.array_equal(self.bandwidth_gbps, other.bandwidth_gbps) and same_latency
             and self.compute_jitter == other.compute_jitter
             and self.bandwidth_traces == other.bandwidth_traces
-            and self.bandwidth_jitter == other.bandwidth_jitter)
+            and self.bandwidth_jitter == other.bandwidth_jitter
+            and self.link_sharing == other.link_sharing
+            and self.uplink_gbps == other.uplink_gbps
+            and self.downlink_gbps == other.downlink_gbps)
 
   def __hash__(self):
     latency = b"" if self.latency_ms is None else self.latency_ms.tobytes()
     return hash((self.worker_speeds_raw, self.bandwidth_gbps.tobytes(), latency,
-                 self.compute_jitter, self.bandwidth_traces, self.bandwidth_jitter))
+                 self.compute_jitter, self.bandwidth_traces, self.bandwidth_jitter,
+                 self.link_sharing, self.uplink_gbps, self.downlink_gbps))
 
   def region_workers(self, region: int) -> range:
     """Global indices of the workers of `region`."""
@@ -301,6 +354,11 @@ class Environment:
                                for i, j, t, b in self.bandwidth_traces]
     if self.bandwidth_jitter is not None:
       d["bandwidth_jitter"] = self.bandwidth_jitter.to_dict()
+    if self.link_sharing != "none":  # absent without sharing: the reference's format and hash
+      d["link_sharing"] = self.link_sharing
+    for key in ("uplink_gbps", "downlink_gbps"):
+      if getattr(self, key) is not None:
+        d[key] = list(getattr(self, key))
     return d
 
 
@@ -335,7 +393,10 @@ def environment_from_dict(d: Mapping, name: str | None = None, *,
                       latency_ms=d.get("network_latencies_ms"),
                       compute_jitter=d.get("compute_jitter"),
                       bandwidth_traces=d.get("bandwidth_traces"),
-                      bandwidth_jitter=d.get("bandwidth_jitter"))
+                      bandwidth_jitter=d.get("bandwidth_jitter"),
+                      link_sharing=d.get("link_sharing"),
+                      uplink_gbps=d.get("uplink_gbps"),
+                      downlink_gbps=d.get("downlink_gbps"))
   except InvalidEnvironment as e:
     raise InvalidEnvironment(f"{where}{e}") from None
   if "num_regions" in d:

@@ -158,6 +158,10 @@ class Schedule:
     events: the Event sequence (lazy).
     num_servers, worker_server, server_region, lps_region: the servers (lps_region is () for
       algorithms without LPS, i.e. without a GPS).
+    sharing: with `link_sharing: fair`, what the asynchronous builders' flow simulator saw
+      (`network.sharing.Record`: busy time per link, time lost to sharing, each round's
+      download end); None otherwise (and for a schedule read back from JSON Lines, where
+      analysis rebuilds it).
   """
 
   def __init__(self, settings, env, plan, columns: dict, rounds_ptr=None, rounds_flat=None):
@@ -176,6 +180,7 @@ class Schedule:
     self.events = Events(columns, rounds_ptr, rounds_flat)
     self._sha256 = None
     self._summary = None
+    self.sharing = None  # link_sharing fair: the flow simulator's network.sharing.Record
 
   # -- servers ---------------------------------------------------------------------------------
 

@@ -24,8 +24,12 @@ from halos_jax.schedule import (ScheduleSettings, build_schedule, environment_fr
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
-def check_schedule(s):
-  """Asserts the invariants of docs/algorithms.md 2-3 on schedule s (any algorithm)."""
+def check_schedule(s, timed=True):
+  """Asserts the invariants of docs/algorithms.md 2-3 on schedule s (any algorithm).
+
+  timed=False: without the exact timing model's durations (fair link sharing makes every
+  message's time depend on the others in flight; sharing_test.py checks those times).
+  """
   cfg, plan = s.settings, s.plan
   ev = list(s.events)
   assert [e.seq for e in ev] == list(range(len(ev)))
@@ -58,7 +62,7 @@ def check_schedule(s):
       arrived.add(e.round)
       st_ev = started[e.round]
       assert (e.H, e.steps, e.server) == (st_ev.H, st_ev.H, st_ev.server)
-      if not cfg.synchronous:
+      if not cfg.synchronous and timed:
         assert e.t == st_ev.t + plan.round_ms[e.worker]
   total = cfg.total_local_steps
 
@@ -122,7 +126,7 @@ def check_schedule(s):
         assert (nxt.kind, nxt.worker, nxt.t) == ("start", e.worker, e.t)
       elif e.kind == "gps_apply":
         ex, send, _ = flight[e.server]
-        assert e.exchange == ex and e.t == send.t + plan.up_ms[e.server]
+        assert e.exchange == ex and (not timed or e.t == send.t + plan.up_ms[e.server])
         flight[e.server][2] = e
         gps_version += 1
         counted += send.steps
@@ -130,7 +134,7 @@ def check_schedule(s):
         assert (counted >= total) == (ev[i + 1].kind == "stop")
       elif e.kind == "merge":
         ex, _, applied = flight.pop(e.server)
-        assert e.exchange == ex and e.t == applied.t + plan.down_ms[e.server]
+        assert e.exchange == ex and (not timed or e.t == applied.t + plan.down_ms[e.server])
         assert e.version == v[e.server]
         vhat[e.server] = v[e.server]
     assert (ev[-1].version, ev[-1].counted_steps) == (gps_version, counted)

@@ -83,3 +83,45 @@ def test_less_latency_never_delays_an_arrival(algorithm, lat, shrink):
   a, b = _event_times(slow, kinds), _event_times(fast, kinds)
   n = min(len(a), len(b))
   assert n > 0 and np.all(b[:n] <= a[:n])
+
+
+# The source of configs/envs/geo4_wan.yaml: "AWS Latency Index" (bytecode.tech, 2019), mean
+# latency of a call, Feb - Mar 2019, in seconds, (origin, destination).
+_CALLS_S = {("oregon", "ireland"): 0.267397, ("ireland", "oregon"): 0.267159,
+            ("oregon", "sydney"): 0.278629, ("sydney", "oregon"): 0.278496,
+            ("ireland", "saopaulo"): 0.367805, ("saopaulo", "ireland"): 0.367862,
+            ("oregon", "saopaulo"): 0.366153, ("saopaulo", "oregon"): 0.365982,
+            ("ireland", "sydney"): 0.536054, ("sydney", "ireland"): 0.536064,
+            ("saopaulo", "sydney"): 0.630039, ("sydney", "saopaulo"): 0.629908}
+
+
+def test_geo4_wan_preset_is_the_cited_figures():
+  """geo4_wan: geo4's bandwidths and speeds, one-way latency = half the cited call latency
+  (regions 0 Oregon, 1 Sao Paulo, 2 Ireland, 3 Sydney), 1 ms inside a region, fair sharing."""
+  wan, geo4 = load_environment("geo4_wan"), load_environment("geo4")
+  np.testing.assert_array_equal(wan.bandwidth_gbps, geo4.bandwidth_gbps)
+  np.testing.assert_array_equal(wan.worker_speed, geo4.worker_speed)
+  assert wan.link_sharing == "fair"
+  names = ["oregon", "saopaulo", "ireland", "sydney"]
+  for i, a in enumerate(names):
+    for j, b in enumerate(names):
+      want = 1.0 if i == j else _CALLS_S[(a, b)] * 1e3 / 2
+      assert wan.latency_ms[i, j] == pytest.approx(want, abs=6e-4), (a, b)  # 3 decimals
+
+
+@pytest.mark.parametrize("algorithm", ["ddp", "diloco", "async_local_sgd", "halos",
+                                       "streaming_diloco", "streaming_halos"])
+def test_geo4_wan_schedules_take_longer_than_geo4(algorithm):
+  """Latency and sharing never make the same run shorter (the runlocal shape, 1,024 steps)."""
+  kw = dict(algorithm=algorithm, H=32 if algorithm != "halos" else 8, total_local_steps=1024,
+            local_batch=64, global_batch=1024, step_time_ms=238.391, message_bytes=281_706_496,
+            rescale_local_steps=algorithm in ("halos", "streaming_halos"))
+  if algorithm.startswith("streaming"):
+    kw.update(fragments=2, overlap_steps=8 if algorithm == "streaming_diloco" else None)
+  if algorithm.endswith("halos"):
+    kw.update(K=32, workers_per_lps=4, H=8)
+  from halos_jax.schedule import ScheduleSettings  # pylint: disable=g-import-not-at-top
+  s = ScheduleSettings(**kw)
+  wan = build_schedule(load_environment("geo4_wan"), s).summary_basic()
+  ref = build_schedule(load_environment("geo4"), s).summary_basic()
+  assert wan["simulated_time_ms"] > ref["simulated_time_ms"]

@@ -474,8 +474,8 @@ def format_summary(summary: dict) -> str:
     lines.append(f"link sharing       {s['link_sharing']}")
   if "failures" in s:
     f = s["failures"]
-    line = (f"failures           {f['failures']:,} before the stop: {f['lost_rounds']:,} rounds "
-            f"lost ({f['lost_local_steps']:,} local steps), workers down "
+    line = (f"failures           {f['failures']:,} before the stop; lost rounds "
+            f"{f['lost_rounds']:,} ({f['lost_local_steps']:,} local steps), workers down "
             f"{f['worker_down_ms_total']:,.0f} ms, idle while up {f['idle_ms_total']:,.0f} ms")
     if "round_delay_ms" in f:
       line += f", rounds delayed {f['round_delay_ms']:,.0f} ms"

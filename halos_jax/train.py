@@ -204,6 +204,8 @@ def _summary(config, schedule, problem: Problem, meta, evaluated, num_devices: i
       "devices": num_devices,
       "parallel": bool(config.replay.parallel),
   }
+  if schedule.env.has_failures:  # lost rounds, down and idle time (docs/schedule.md)
+    summary["failures"] = analysis.failure_summary(schedule)
   if config.runlocal and config.problem == "lm":
     summary["note"] = ("runlocal: tiny model on the embedded corpus; simulated time uses the "
                        "paper's timing (Pythia-70M messages, 238.391 ms per step)")

@@ -9,6 +9,10 @@ The run stops right after the arrival at which the counted steps reach total_loc
 Events: W `start` at t = 0, then per arrival `arrive` + the worker's next `start`; the last
 arrival is followed by `stop` instead.
 
+With failures in the environment (docs/schedule.md, "Failures") `_failure_events` runs the
+loop on the failure timeline: a crash loses the round in flight (its `start` has no `arrive`)
+and the worker starts a fresh round when it rejoins; transfers wait while their link is cut.
+
 With `link_sharing: fair` (network/sharing.py) a round is download flow, compute, upload flow,
 and concurrent flows share their links: `_fair_arrivals` runs the same loop with the flow
 simulator's completions in the heap; the events are the same kinds, only their times change.
@@ -29,6 +33,7 @@ from halos_jax.network import jitter as jitter_lib
 from halos_jax.network import sharing
 from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
+from halos_jax.schedule import failures
 from halos_jax.schedule import plan as plan_lib
 from halos_jax.schedule.environment import Environment
 from halos_jax.schedule.settings import ScheduleSettings
@@ -40,6 +45,7 @@ EVALUATED_MODEL = "the parameter server's model"
 LABELS = {"server_updates": "PS updates", "server": "PS"}
 PAPER_SPEEDUP = 2.1  # the paper: HALoS up to 2.1x faster than Async Local-SGD
 COMPARISON_REFERENCE = False
+SUPPORTS_FAILURES = True  # worker crashes, partitions, region outages (_failure_events)
 
 
 local_H = base.configured_H
@@ -59,6 +65,14 @@ def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   h = plan.worker_H.tolist()
   dur = plan.round_ms.tolist()
   total = settings.total_local_steps
+  if env.has_failures:
+    codes, times, round_worker, counted = _failure_events(env, settings, plan)
+    cols, kind, _ = _assemble.explicit_columns(codes, times, round_worker, plan, settings)
+    ar = kind == ev.ARRIVE
+    cols["counted_steps"][ar] = np.cumsum(cols["steps"][ar], dtype=np.int64)
+    cols["version"][-1] = int(ar.sum())
+    cols["counted_steps"][-1] = counted
+    return ev.Schedule(settings, env, plan, _assemble.finish(cols))
   if env.link_sharing == "fair":
     arrival_worker, arrival_t, counted, record = _fair_arrivals(env, settings, plan)
     schedule = _columns(env, settings, plan, arrival_worker, arrival_t, counted)
@@ -119,6 +133,80 @@ def _columns(env: Environment, settings: ScheduleSettings, plan: plan_lib.Plan,
   cols["version"][-1] = n_arr
   cols["counted_steps"][-1] = counted
   return ev.Schedule(settings, env, plan, _assemble.finish(cols))
+
+
+def _failure_events(env: Environment, settings: ScheduleSettings, plan: plan_lib.Plan):
+  """The events when workers crash and regions are cut (docs/schedule.md, "Failures").
+
+  A round started at t: the download over the PS region -> worker region link starts when the
+  link is up for the whole transfer (a transfer cut by a partition or an outage starts again
+  when the link returns), then compute, then the upload over the same link (the reference's
+  rule), then the arrival. A crash of the worker before the arrival loses the round: no
+  `arrive`, and the worker starts a fresh round when it rejoins (its round pays the download as
+  every round does). After an arrival the worker restarts at once if it is up, else when it
+  rejoins.
+
+  Returns:
+    (codes, times, round_worker, counted): the processed events as `payload << 3 | kind`
+    (START / ARRIVE with the round id) and their times, the worker of each round, the counted
+    local steps at the stop.
+  """
+  tl = env.failure_timeline()
+  w_count = env.num_workers
+  h = plan.worker_H.tolist()
+  comp = plan.compute_ms.tolist()
+  down_ms, up_ms = plan.transfer_ms.tolist(), plan.upload_ms.tolist()
+  dur = plan.round_ms.tolist()
+  link = [tl.link(int(plan.server_region[s]), r)
+          for s, r in zip(plan.worker_server.tolist(), env.worker_region.tolist())]
+  worker_down = tl.worker_down
+  total = settings.total_local_steps
+  START, ARRIVE = ev.START, ev.ARRIVE  # pylint: disable=invalid-name
+  codes, times, round_worker = array("q"), array("d"), array("q")
+  heap = []
+  seq = 0
+
+  def dispatch(w: int, t: float) -> None:
+    """Worker w (up at t) starts its next round at t."""
+    nonlocal seq
+    r = len(round_worker)
+    round_worker.append(w)
+    codes.append((r << 3) | START)
+    times.append(t)
+    arrival = failures.round_end(link[w], t, down_ms[w], comp[w], up_ms[w], dur[w])
+    crash = worker_down[w].next_start(t, arrival)
+    if crash is None:
+      heapq.heappush(heap, (arrival, seq, ARRIVE, r))
+    else:  # the round is lost; w starts again when it rejoins
+      heapq.heappush(heap, (crash[1], seq, START, w))
+    seq += 1
+
+  for w in range(w_count):  # all start at t = 0, or when they are first up
+    t0 = worker_down[w].up_at(0.0)
+    if t0 == 0.0:
+      dispatch(w, 0.0)
+    else:
+      heapq.heappush(heap, (t0, seq, START, w))
+      seq += 1
+  counted = 0
+  while True:
+    t, _, kind, x = heapq.heappop(heap)
+    if kind == START:
+      dispatch(x, t)
+      continue
+    codes.append((x << 3) | ARRIVE)  # the PS applies the pseudo-gradient (DN)
+    times.append(t)
+    w = round_worker[x]
+    counted += h[w]
+    if counted >= total:
+      break
+    t_up = worker_down[w].up_at(t)
+    if t_up == t:
+      dispatch(w, t)
+    else:
+      heapq.heappush(heap, (t_up, seq, START, w))
+      seq += 1
+  return codes, times, round_worker, counted
 
 
 FLOW, COMPUTE, ARRIVE = 0, 1, 2  # the fair loop's entries

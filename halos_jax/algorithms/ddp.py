@@ -23,6 +23,7 @@ EVALUATED_MODEL = "the server model"
 LABELS = {"server_updates": "rounds", "server": "server"}
 PAPER_SPEEDUP = "synchronous: up to 7.5x"
 COMPARISON_REFERENCE = False
+SUPPORTS_FAILURES = True  # schedule/synchronous.py: policies wait and quorum
 
 
 def local_H(settings: ScheduleSettings) -> int:

@@ -25,6 +25,7 @@ EVALUATED_MODEL = "the server model"
 LABELS = {"server_updates": "rounds", "server": "server"}
 PAPER_SPEEDUP = 7.5  # the paper: HALoS up to 7.5x faster than synchronous DiLoCo
 COMPARISON_REFERENCE = False
+SUPPORTS_FAILURES = True  # schedule/synchronous.py: policies wait and quorum
 
 
 local_H = base.configured_H

@@ -18,6 +18,7 @@ EVALUATED_MODEL = diloco.EVALUATED_MODEL
 LABELS = diloco.LABELS
 PAPER_SPEEDUP = "synchronous: up to 7.5x"
 COMPARISON_REFERENCE = False
+SUPPORTS_FAILURES = True  # schedule/synchronous.py: policies wait and quorum
 
 local_H = diloco.local_H
 make_plan = diloco.make_plan

@@ -22,6 +22,11 @@ a Delta, a global model) is a flow sharing its links max-min fairly with the oth
 `_fair_event_loop` runs the same state machines with the flow simulator's completions in the
 heap; the events are the same, only their times change.
 
+With failures in the environment (docs/schedule.md, "Failures") `_failure_event_loop` runs
+them on the failure timeline: a crash loses the worker's round in flight; an LPS cut from the
+GPS keeps serving its workers (policy `lps: continue`; with `wait` they pause) and sends its
+Delta when the link returns; an outage of a region stops its workers and its LPS.
+
 References:
   Kim et al., "HALoS: Hierarchical Asynchronous Local SGD over Slow Networks for
   Geo-Distributed Large Language Model Training", ICML 2025 (arXiv 2506.04531).
@@ -41,6 +46,7 @@ from halos_jax.network import jitter as jitter_lib
 from halos_jax.network import sharing
 from halos_jax.schedule import _assemble
 from halos_jax.schedule import events as ev
+from halos_jax.schedule import failures
 from halos_jax.schedule import plan as plan_lib
 from halos_jax.schedule.environment import Environment
 from halos_jax.schedule.settings import InvalidSettings, ScheduleSettings
@@ -52,6 +58,7 @@ EVALUATED_MODEL = "the GPS's global model"
 LABELS = {"server_updates": "GPS updates", "server": "LPS"}
 PAPER_SPEEDUP = None  # the algorithm the paper's speed-ups are claimed for
 COMPARISON_REFERENCE = True
+SUPPORTS_FAILURES = True  # _failure_event_loop: crashes, partitions (policy lps), outages
 GPS_REGION = 0  # the GPS lives in region 0
 
 
@@ -131,6 +138,15 @@ def build_from_plan(env: Environment, settings: ScheduleSettings,
                     plan: plan_lib.Plan) -> ev.Schedule:
   """The schedule of LPS/GPS state machines on `plan` (HALoS's, or its streaming form's)."""
   fair = env.link_sharing == "fair"
+  if env.has_failures:
+    if settings.fragments is not None:
+      raise InvalidSettings("fragments: failures are not supported with fragmented exchanges "
+                            "(the environment has failures / failure_rate)", field="fragments")
+    loop, round_worker = _failure_event_loop(plan, settings, env)
+    cols, kind, ex_of = _assemble.explicit_columns(loop.codes, loop.times, round_worker, plan,
+                                                   settings)
+    _exchange_columns(cols, kind, ex_of, loop)
+    return ev.Schedule(settings, env, plan, _assemble.finish(cols))
   loop = (_fair_event_loop if fair else _event_loop)(plan, settings, env)
   cols, kind, ex_of = _round_columns(plan, settings, loop, env.num_workers)
   _exchange_columns(cols, kind, ex_of, loop)
@@ -231,6 +247,134 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
       heappop(heap)
   return _Loop(codes, times, ex_lps, ex_v, ex_vhat, ex_steps, ex_vmerge, counted, gps_version,
                ex_frag if p_count > 1 else None)
+
+
+def _failure_event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environment):
+  """`_event_loop` on the environment's failure timeline (docs/schedule.md, "Failures").
+
+  Workers: as in Async Local-SGD's (a crash before the arrival loses the round; the worker
+  starts a fresh round when it rejoins). Their transfers stay inside the LPS's region, so only
+  an outage of that region stops them. LPS l's Delta: due when v_l == vhat_l + K; the `send`
+  happens then if the link LPS region -> GPS region is up, else when it returns (the Delta
+  then holds every update received meanwhile, v_l >= vhat_l + K). Each exchange's transfer
+  runs when its link is up for the whole transfer (a transfer cut by a partition or an outage
+  starts again when the link returns). Policy `lps: wait`: while LPS l's link to the GPS is
+  cut its workers start no new round (rounds in flight still arrive).
+
+  Returns:
+    (loop, round_worker): the _Loop (codes: payload << 3 | kind for START / ARRIVE with the
+    round id, SEND / GPS_APPLY / MERGE with the exchange id) and the worker of each round.
+  """
+  tl = env.failure_timeline()
+  wait = tl.policy.lps == "wait"
+  num_lps = plan.num_servers
+  h = plan.worker_H.tolist()
+  dur = plan.round_ms.tolist()
+  lps_region = [int(r) for r in plan.server_region]
+  lps_of = plan.worker_server.tolist()
+  up = plan.up_ms.tolist()
+  down = plan.down_ms.tolist()
+  to_gps = [tl.link(r, GPS_REGION) for r in lps_region]
+  own = [tl.link(lps_region[l], lps_region[l]) for l in lps_of]  # worker <-> LPS, in-region
+  worker_down = tl.worker_down
+  x_ms, u_ms, comp = plan.transfer_ms.tolist(), plan.upload_ms.tolist(), plan.compute_ms.tolist()
+  k_updates = settings.K
+  total = settings.total_local_steps
+  START, ARRIVE, SEND = ev.START, ev.ARRIVE, ev.SEND  # pylint: disable=invalid-name
+  GPS_APPLY, MERGE = ev.GPS_APPLY, ev.MERGE  # pylint: disable=invalid-name
+  codes, times, round_worker = array("q"), array("d"), array("q")
+  ex_lps, ex_v, ex_vhat, ex_steps = array("q"), array("q"), array("q"), array("q")
+  ex_vmerge = {}
+  v = [0] * num_lps
+  send_at = [k_updates] * num_lps
+  acc = [0] * num_lps
+  heap = []
+  seq = 0
+
+  def push(t, kind, x):
+    nonlocal seq
+    heapq.heappush(heap, (t, seq, kind, x))
+    seq += 1
+
+  def free_at(w: int, t: float) -> float:
+    """When worker w may start a round at or after t (up, and not paused)."""
+    while True:
+      t2 = worker_down[w].up_at(t)
+      if wait:
+        t2 = to_gps[lps_of[w]].up_at(t2)
+      if t2 == t:
+        return t
+      t = t2
+
+  def dispatch(w: int, t: float) -> None:
+    """Worker w starts its next round at t (or when it is free)."""
+    t_free = free_at(w, t)
+    if t_free != t:
+      push(t_free, START, w)
+      return
+    r = len(round_worker)
+    round_worker.append(w)
+    codes.append((r << 3) | START)
+    times.append(t)
+    arrival = failures.round_end(own[w], t, x_ms[w], comp[w], u_ms[w], dur[w])
+    crash = worker_down[w].next_start(t, arrival)
+    if crash is None:
+      push(arrival, ARRIVE, r)
+    else:  # the round is lost; w starts again when it rejoins
+      push(crash[1], START, w)
+
+  def send(l: int, t: float) -> None:
+    """LPS l sends Delta = xhat_l - x_l at t (its link to the GPS is up)."""
+    e = len(ex_lps)
+    ex_lps.append(l)
+    ex_v.append(v[l])
+    ex_vhat.append(send_at[l] - k_updates)
+    ex_steps.append(acc[l])
+    acc[l] = 0
+    codes.append((e << 3) | SEND)
+    times.append(t)
+    push(tl.transfer_end(lps_region[l], GPS_REGION, t, up[l]), GPS_APPLY, e)
+
+  for w in range(env.num_workers):  # all workers start at t = 0 (or when first free)
+    dispatch(w, 0.0)
+  counted = gps_version = 0
+  while True:
+    t, _, kind, x = heapq.heappop(heap)
+    if kind == START:
+      dispatch(x, t)
+    elif kind == ARRIVE:  # x_l = DN_l(x_l, g); v_l += 1
+      codes.append((x << 3) | ARRIVE)
+      times.append(t)
+      w = round_worker[x]
+      l = lps_of[w]
+      v[l] += 1
+      acc[l] += h[w]
+      if v[l] == send_at[l]:  # the Delta is due: now, or when the link returns
+        t_send = to_gps[l].up_at(t)
+        if t_send == t:
+          send(l, t)
+        else:
+          push(t_send, SEND, l)
+      dispatch(w, t)  # restart w from the pre-merge x_l
+    elif kind == SEND:
+      send(x, t)
+    elif kind == GPS_APPLY:  # xG = DN_g(xG, Delta); count the reported steps
+      codes.append((x << 3) | GPS_APPLY)
+      times.append(t)
+      gps_version += 1
+      counted += ex_steps[x]
+      if counted >= total:
+        break
+      l = ex_lps[x]
+      push(tl.transfer_end(GPS_REGION, lps_region[l], t, down[l]), MERGE, x)
+    else:  # merge: x_l = (1 - alpha) x_l + alpha xG; xhat_l = x_l; vhat_l = v_l
+      codes.append((x << 3) | MERGE)
+      times.append(t)
+      l = ex_lps[x]
+      ex_vmerge[x] = v[l]
+      send_at[l] = v[l] + k_updates
+  loop = _Loop(codes, times, ex_lps, ex_v, ex_vhat, ex_steps, ex_vmerge, counted, gps_version)
+  return loop, round_worker
 
 
 FLOW, COMPUTE = 8, 9  # the fair loop's internal entries (beside ARRIVE, GPS_APPLY, MERGE)

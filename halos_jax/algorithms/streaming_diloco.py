@@ -159,6 +159,9 @@ def segments(env: Environment, settings: ScheduleSettings) -> list[tuple]:
 
 def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   """The Streaming DiLoCo schedule of (env, settings)."""
+  if env.has_failures:  # (build_schedule says so first; a direct call too)
+    raise InvalidSettings("algorithm 'streaming_diloco' does not support the environment's "
+                          "failures (failures / failure_rate)", field="algorithm")
   plan = make_plan(env, settings)
   segs = segments(env, settings)
   w_count = env.num_workers

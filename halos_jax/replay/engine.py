@@ -79,6 +79,12 @@ class Replay:
     model_codec = codecs.from_config(config.get("exchange"), "model_codec")
     self._received = None if model_codec is None else jax.jit(codecs.round_trip(model_codec))
     self._validation = None
+    # Failures (docs/schedule.md, "Failures"): rounds that never arrive (lost to a crash, or cut
+    # by the stop) are never computed, in parallel mode too, so the worker's slot (its
+    # optimizer state) is the same in both modes. Without failures nothing changes.
+    self._unapplied = None
+    if schedule.env.has_failures:
+      self._unapplied = np.isnan(schedule.rounds()["t_arrive"])
     self._since_sync = 0
     self._last_save = time.time()
 
@@ -147,7 +153,8 @@ class Replay:
         model = self._received(model)
       tree["workers"]["x"] = self.layout.write(tree["workers"]["x"], w, model)
       meta.spec[w] = RoundSpec(ev.round, w, ev.H, ev.data_start, ev.data_end, ev.lr_offset)
-      meta.status[w] = PENDING
+      lost = self._unapplied is not None and self._unapplied[ev.round]
+      meta.status[w] = IDLE if lost else PENDING
     elif kind == "arrive":
       w = ev.worker
       self._ensure_computed(tree, meta, w)

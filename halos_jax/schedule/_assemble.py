@@ -143,3 +143,38 @@ def finish(cols: dict) -> dict:
   if len(t) and cols["kind"][-1] != ev.STOP:
     raise AssertionError("a schedule must end with a stop event")
   return cols
+
+
+def explicit_columns(codes: array, times: array, round_worker: array, plan, settings):
+  """Columns of an asynchronous schedule whose loop recorded every event (with failures, a
+  round may be lost and a worker restart later, so starts no longer follow arrivals).
+
+  Args:
+    codes: per event `payload << 3 | kind`: START / ARRIVE with the round id, SEND / GPS_APPLY /
+      MERGE with the exchange id; the stop is appended here (at the last event's time).
+    times: per event, its time.
+    round_worker: the worker of each round id (rounds numbered in start order).
+    plan: the Plan.
+    settings: the ScheduleSettings.
+
+  Returns:
+    (columns, kind int8 [n], payload int64 [n]) with the stop's row last (its counts are left
+    to the caller).
+  """
+  pkind, px = decode(codes)
+  pt = np.frombuffer(times, dtype=np.float64)
+  kind = np.concatenate((pkind, np.array([ev.STOP], np.int8)))
+  rw = np.frombuffer(round_worker, dtype=np.int64) if len(round_worker) else np.zeros(
+      0, np.int64)
+  st, ar = pkind == ev.START, pkind == ev.ARRIVE
+  t_start = np.full(len(rw), np.nan)
+  t_start[px[st]] = pt[st]
+  t_arrive = np.full(len(rw), np.nan)
+  t_arrive[px[ar]] = pt[ar]
+  idx = np.zeros(len(kind), dtype=np.int64)
+  idx[:-1] = np.where(st | ar, px, 0)
+  cols, _, _ = async_round_columns(kind, idx, plan, settings, round_worker=rw, t_start=t_start,
+                                   t_arrive=t_arrive)
+  cols["t"][:-1] = pt
+  cols["t"][-1] = pt[-1]
+  return cols, kind, np.concatenate((px, [0]))

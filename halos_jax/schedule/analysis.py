@@ -21,6 +21,12 @@ Definitions:
       at least one message (flows in the timing convention: both legs of a round on the
       server -> worker link); shared-link wait: the time messages lost to other messages on
       their links (duration - duration alone, summed over the messages through by the stop).
+  failures                  environments with failures (docs/schedule.md, "Failures"): a lost
+      round is one without an arrival whose worker went down after its start and before the
+      stop; its compute and communication are drawn and counted up to the crash. `failures` in
+      the summary: lost rounds and their local steps, per worker the time down and the time
+      idle while up, per region the time cut off (partition or outage) and down (outage), and
+      for synchronous algorithms the time rounds took beyond their failure-free length.
 """
 from __future__ import annotations
 
@@ -108,7 +114,9 @@ def worker_intervals(schedule) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]
   traced = hasattr(net, "transfer_end_ms")  # bandwidth traces: each transfer its own time
   fair = sharing_record(schedule) is not None  # fair sharing: each transfer its own time
   fragments = getattr(schedule.settings.algorithm_module, "communication", None)
-  if fragments is not None:  # streaming: each fragment's all-reduce, for every worker
+  if schedule.env.has_failures:  # each round on the failure timeline, cut at its crash
+    pieces = _failure_pieces(schedule, r, c)
+  elif fragments is not None:  # streaming: each fragment's all-reduce, for every worker
     a, b = fragments(schedule)
     c = schedule.settings.step_time_ms * r["H"] / schedule.env.worker_speed[w]  # segments
     w_count = schedule.env.num_workers
@@ -154,6 +162,102 @@ def worker_intervals(schedule) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]
     bounds = np.searchsorted(ws, np.arange(schedule.env.num_workers + 1))
     out[name] = [(a[bounds[k]:bounds[k + 1]], b[bounds[k]:bounds[k + 1]])
                  for k in range(schedule.env.num_workers)]
+  return out
+
+
+def _crash_times(schedule, r: dict) -> np.ndarray:
+  """Per round: the time its worker went down if the round is lost (no arrival, a crash of its
+  worker after its start and before the stop), else inf."""
+  tl = schedule.env.failure_timeline()
+  t_end = schedule.summary_basic()["simulated_time_ms"]
+  out = np.full(len(r["worker"]), np.inf)
+  for i in np.flatnonzero(np.isnan(r["t_arrive"])).tolist():
+    crash = tl.worker_down[int(r["worker"][i])].next_start(float(r["t_start"][i]), t_end)
+    if crash is not None:
+      out[i] = crash[0]
+  return out
+
+
+def _failure_pieces(schedule, r: dict, c: np.ndarray) -> list:
+  """worker_intervals' pieces with failures: transfers when their link is up (a cut transfer
+  starts again), a rejoining synchronous worker's model download, every piece of a lost round
+  cut at its crash."""
+  env, plan, s = schedule.env, schedule.plan, schedule.settings
+  tl = env.failure_timeline()
+  w, t_s = r["worker"], r["t_start"]
+  crash = _crash_times(schedule, r)
+  region = env.worker_region[w]
+  pieces = []
+  if s.synchronous:
+    cols = schedule.columns
+    sync_t = cols["t"][cols["kind"] == ev.SYNC]
+    k = np.searchsorted(sync_t, t_s, side="right") - 1
+    begin = np.where(k >= 0, sync_t[np.maximum(k, 0)], 0.0)
+    # A start after its round's beginning, or after a round of its worker that did not arrive,
+    # rejoins: it downloads the model first.
+    prev_lost = np.zeros(len(w), dtype=bool)
+    last = {}
+    for i, wk in enumerate(w.tolist()):
+      if wk in last:
+        prev_lost[i] = np.isnan(r["t_arrive"][last[wk]])
+      last[wk] = i
+    rejoin = (t_s > begin) | prev_lost
+    size = s.bytes_of("download")
+    net = network.from_environment(env)
+    g = t_s.copy()
+    dl = np.zeros(len(w))
+    for i in np.flatnonzero(rejoin).tolist():
+      d = net.transfer_ms(0, int(region[i]), size)
+      g[i] = tl.transfer_end(0, int(region[i]), float(t_s[i]), d)
+      dl[i] = d
+    done = ~np.isnan(r["t_arrive"])
+    t_a = r["t_arrive"][done]
+    pieces = [("compute", w, g, np.minimum(g + c, crash)),
+              ("communication", w, g - dl, np.minimum(g, crash)),
+              ("communication", w[done], t_a - plan.allreduce_ms, t_a)]
+    return pieces
+  x, u = plan.transfer_ms[w], plan.upload_ms[w]
+  src = np.asarray(plan.server_region)[plan.worker_server[w]]
+  d_end = np.array([tl.transfer_end(int(a), int(b), float(t), float(d))
+                    for a, b, t, d in zip(src, region, t_s, x)])
+  ready = d_end + c
+  u_end = np.array([tl.transfer_end(int(a), int(b), float(t), float(d))
+                    for a, b, t, d in zip(src, region, ready, u)])
+  return [("compute", w, d_end, np.minimum(ready, crash)),
+          ("communication", w, d_end - x, np.minimum(d_end, crash)),
+          ("communication", w, u_end - u, np.minimum(u_end, crash))]
+
+
+def failure_summary(schedule) -> dict:
+  """The `failures` entry of the summary (environments with failures; see module docstring)."""
+  env, plan = schedule.env, schedule.plan
+  tl = env.failure_timeline()
+  t_end = schedule.summary_basic()["simulated_time_ms"]
+  r = schedule.rounds()
+  lost = np.isfinite(_crash_times(schedule, r))
+  down = tl.worker_down_ms(t_end)
+  iv = worker_intervals(schedule)
+  idle = []
+  for wk in range(env.num_workers):
+    busy = sum(float(np.sum(iv[k][wk][1] - iv[k][wk][0])) for k in iv)
+    idle.append(max(0.0, t_end - busy - down[wk]))
+  out = {
+      "failures": sum(1 for f in tl.failures if f.at_ms < t_end),
+      "policy": tl.policy.to_dict(),
+      "lost_rounds": int(lost.sum()),
+      "lost_local_steps": int(r["H"][lost].sum()),
+      "worker_down_ms": down,
+      "worker_down_ms_total": float(sum(down)),
+      "idle_ms": idle,
+      "idle_ms_total": float(sum(idle)),
+      "region_cut_ms": [c.overlap(0.0, t_end) for c in tl.region_cut],
+      "region_down_ms": [o.overlap(0.0, t_end) for o in tl.region_out],
+  }
+  if schedule.settings.synchronous:
+    c = schedule.columns
+    sync_t = c["t"][c["kind"] == ev.SYNC]
+    length = np.diff(np.concatenate(([0.0], sync_t)))
+    out["round_delay_ms"] = float(np.maximum(length - float(plan.round_ms[0]), 0.0).sum())
   return out
 
 
@@ -308,6 +412,8 @@ def summarize(schedule) -> dict:
                              for i in range(env.num_regions) for j in range(env.num_regions)
                              if rec.busy_ms[i, j] > 0}
       out["shared_link_wait_ms"] = rec.wait_ms
+  if env.has_failures:  # (only then: summaries without failures unchanged)
+    out["failures"] = failure_summary(schedule)
   return out
 
 
@@ -366,4 +472,16 @@ def format_summary(summary: dict) -> str:
     lines.append(f"  busy             {busy}")
   elif "link_sharing" in s:
     lines.append(f"link sharing       {s['link_sharing']}")
+  if "failures" in s:
+    f = s["failures"]
+    line = (f"failures           {f['failures']:,} before the stop; lost rounds "
+            f"{f['lost_rounds']:,} ({f['lost_local_steps']:,} local steps), workers down "
+            f"{f['worker_down_ms_total']:,.0f} ms, idle while up {f['idle_ms_total']:,.0f} ms")
+    if "round_delay_ms" in f:
+      line += f", rounds delayed {f['round_delay_ms']:,.0f} ms"
+    lines.append(line)
+    cut = "  ".join(f"r{i}: {a:,.0f}/{b:,.0f} ms" for i, (a, b) in
+                    enumerate(zip(f["region_cut_ms"], f["region_down_ms"])) if a > 0)
+    if cut:
+      lines.append(f"  regions cut/down {cut}")
   return "\n".join(lines)

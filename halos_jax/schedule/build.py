@@ -5,7 +5,17 @@ from typing import Any
 
 from halos_jax.schedule.environment import Environment, load_environment
 from halos_jax.schedule.events import Schedule
-from halos_jax.schedule.settings import ScheduleSettings
+from halos_jax.schedule.settings import InvalidSettings, ScheduleSettings
+
+
+def check_failures_supported(env: Environment, settings: ScheduleSettings) -> None:
+  """Raises InvalidSettings when the environment has failures and the algorithm's module does
+  not say it handles them (`SUPPORTS_FAILURES = True`; docs/schedule.md, "Failures")."""
+  if env.has_failures and not getattr(settings.algorithm_module, "SUPPORTS_FAILURES", False):
+    raise InvalidSettings(
+        f"algorithm {settings.algorithm!r} does not support the environment's failures "
+        "(failures / failure_rate); supported: the algorithms whose module sets "
+        "SUPPORTS_FAILURES", field="algorithm")
 
 
 def build_schedule(env: Environment, settings: ScheduleSettings) -> Schedule:
@@ -19,8 +29,10 @@ def build_schedule(env: Environment, settings: ScheduleSettings) -> Schedule:
     The Schedule.
 
   Raises:
-    InvalidSettings: settings that do not fit the environment (e.g. an LPS across regions).
+    InvalidSettings: settings that do not fit the environment (e.g. an LPS across regions, an
+      algorithm that does not support failures).
   """
+  check_failures_supported(env, settings)
   return settings.algorithm_module.build(env, settings)
 
 

@@ -39,10 +39,11 @@ import yaml
 from halos_jax.configs import ENVS_DIR
 from halos_jax.network import jitter as jitter_lib
 from halos_jax.network import sharing as sharing_lib
+from halos_jax.schedule import failures as failures_lib
 
 _KEYS = ("num_regions", "network_bandwidths", "worker_speeds", "network_latencies_ms",
          "compute_jitter", "bandwidth_traces", "bandwidth_jitter", "link_sharing",
-         "uplink_gbps", "downlink_gbps")
+         "uplink_gbps", "downlink_gbps", "failures", "failure_rate", "failure_policy")
 
 
 class InvalidEnvironment(ValueError):
@@ -200,6 +201,118 @@ def _region_caps(caps, key: str, num_regions: int) -> tuple | None:
   return None if all(c is None for c in out) else out
 
 
+def _nonnegative_ms(x, what: str) -> float:
+  if not _is_number(x) or not math.isfinite(float(x)) or float(x) < 0:
+    raise InvalidEnvironment(f"{what} must be a finite number of ms >= 0, got {x!r}")
+  return float(x)
+
+
+def _index(x, what: str, count: int, noun: str) -> int:
+  if not isinstance(x, numbers.Integral) or isinstance(x, bool) or not 0 <= x < count:
+    raise InvalidEnvironment(f"{what} must be a {noun} in [0, {count}), got {x!r}")
+  return int(x)
+
+
+def _failures(entries, num_regions: int, num_workers: int) -> tuple | None:
+  """`failures` as a tuple of failures.Failure (None: none); see failures.py."""
+  if entries is None or (isinstance(entries, tuple) and all(
+      isinstance(e, failures_lib.Failure) for e in entries)):
+    return entries or None
+  if isinstance(entries, (str, bytes, Mapping)) or not hasattr(entries, "__iter__"):
+    raise InvalidEnvironment(
+        "failures must be a list of {kind, worker | region, at_ms, down_ms}, got "
+        f"{entries!r}")
+  out = []
+  for n, e in enumerate(entries):
+    where = f"failures[{n}]"
+    if not isinstance(e, Mapping):
+      raise InvalidEnvironment(f"{where} must be a mapping {{kind, worker | region, at_ms, "
+                               f"down_ms}}, got {e!r}")
+    kind = e.get("kind")
+    if kind not in failures_lib.KINDS:
+      raise InvalidEnvironment(f"{where}.kind must be one of {', '.join(failures_lib.KINDS)}, "
+                               f"got {kind!r}")
+    key = "worker" if kind == "worker_crash" else "region"
+    allowed = ("kind", key, "at_ms", "down_ms")
+    if sorted(str(k) for k in e) != sorted(allowed):
+      raise InvalidEnvironment(f"{where} ({kind}) must have exactly the keys "
+                               f"{', '.join(allowed)}, got {sorted(str(k) for k in e)}")
+    if key == "worker":
+      target = _index(e[key], f"{where}.worker", num_workers, "worker index")
+    else:
+      target = _index(e[key], f"{where}.region", num_regions, "region")
+    at = _nonnegative_ms(e["at_ms"], f"{where}.at_ms")
+    down = _positive_finite(e["down_ms"], f"{where}.down_ms")
+    out.append(failures_lib.Failure(kind, target, at, down))
+  spans = {}
+  for n, f in enumerate(out):
+    if f.kind != "worker_crash":
+      continue
+    for m, (a, b) in spans.get(f.target, []):
+      if f.at_ms < b and a < f.end_ms:
+        raise InvalidEnvironment(
+            f"failures[{m}] and failures[{n}] overlap: worker {f.target} is down on "
+            f"[{a}, {b}) and [{f.at_ms}, {f.end_ms}) ms")
+    spans.setdefault(f.target, []).append((n, (f.at_ms, f.end_ms)))
+  return tuple(out) or None
+
+
+def _failure_rate(spec) -> failures_lib.FailureRate | None:
+  """`failure_rate` ({worker_crashes_per_hour, mean_down_ms, seed, until_ms}) (None: rate 0)."""
+  if spec is None or isinstance(spec, failures_lib.FailureRate):
+    return spec if spec is None or spec.worker_crashes_per_hour > 0 else None
+  allowed = failures_lib.FailureRate._fields
+  if not isinstance(spec, Mapping):
+    raise InvalidEnvironment(
+        f"failure_rate must be a mapping with keys {', '.join(allowed)}, got {spec!r}")
+  unknown = sorted(str(k) for k in spec if k not in allowed)
+  if unknown:
+    raise InvalidEnvironment(f"failure_rate: unknown key(s) {unknown}; allowed: "
+                             f"{', '.join(allowed)}")
+  missing = [k for k in allowed if k not in spec and k != "seed"]
+  if missing:
+    raise InvalidEnvironment(f"failure_rate: missing key(s) {missing}")
+  rate = spec["worker_crashes_per_hour"]
+  if not _is_number(rate) or not math.isfinite(float(rate)) or float(rate) < 0:
+    raise InvalidEnvironment(
+        f"failure_rate.worker_crashes_per_hour must be a finite number >= 0, got {rate!r}")
+  seed = spec.get("seed", 0)
+  if not isinstance(seed, numbers.Integral) or isinstance(seed, bool) or seed < 0:
+    raise InvalidEnvironment(f"failure_rate.seed must be an integer >= 0, got {seed!r}")
+  out = failures_lib.FailureRate(
+      float(rate), _positive_finite(spec["mean_down_ms"], "failure_rate.mean_down_ms"),
+      int(seed), _positive_finite(spec["until_ms"], "failure_rate.until_ms"))
+  return out if out.worker_crashes_per_hour > 0 else None
+
+
+def _failure_policy(spec) -> failures_lib.FailurePolicy | None:
+  """`failure_policy` ({synchronous: wait | quorum, quorum: (0, 1], lps: continue | wait})."""
+  if spec is None or isinstance(spec, failures_lib.FailurePolicy):
+    return spec
+  allowed = failures_lib.FailurePolicy._fields
+  if not isinstance(spec, Mapping):
+    raise InvalidEnvironment(
+        f"failure_policy must be a mapping with keys {', '.join(allowed)}, got {spec!r}")
+  unknown = sorted(str(k) for k in spec if k not in allowed)
+  if unknown:
+    raise InvalidEnvironment(f"failure_policy: unknown key(s) {unknown}; allowed: "
+                             f"{', '.join(allowed)}")
+  default = failures_lib.FailurePolicy()
+  sync = spec.get("synchronous", default.synchronous)
+  if sync not in failures_lib.SYNCHRONOUS_POLICIES:
+    raise InvalidEnvironment(f"failure_policy.synchronous must be one of "
+                             f"{', '.join(failures_lib.SYNCHRONOUS_POLICIES)}, got {sync!r}")
+  quorum = spec.get("quorum", default.quorum)
+  if not _is_number(quorum) or not 0.0 < float(quorum) <= 1.0:
+    raise InvalidEnvironment(f"failure_policy.quorum must be a fraction in (0, 1], got "
+                             f"{quorum!r}")
+  lps = spec.get("lps", default.lps)
+  if lps not in failures_lib.LPS_POLICIES:
+    raise InvalidEnvironment(f"failure_policy.lps must be one of "
+                             f"{', '.join(failures_lib.LPS_POLICIES)}, got {lps!r}")
+  return failures_lib.FailurePolicy(sync, float(quorum), lps)
+
+
 @dataclasses.dataclass(frozen=True, eq=False)
 class Environment:
   """Regions, links and workers (immutable; arrays are read-only).
@@ -227,6 +340,10 @@ class Environment:
       (concurrent transfers share links max-min fairly, network/sharing.py).
     uplink_gbps, downlink_gbps: per region, a cap in Gbps (or None) shared by all transfers
       leaving / entering the region (fair sharing only); None: no caps.
+    failures: listed worker crashes, partitions and region outages, a tuple of
+      `failures.Failure`, or None (the reference: nothing fails).
+    failure_rate: a `failures.FailureRate` drawing seeded worker crashes, or None.
+    failure_policy: a `failures.FailurePolicy` (None: the defaults, when anything fails).
   """
   bandwidth_gbps: np.ndarray
   worker_speeds_raw: tuple
@@ -238,6 +355,9 @@ class Environment:
   link_sharing: str = "none"
   uplink_gbps: tuple | None = None
   downlink_gbps: tuple | None = None
+  failures: tuple | None = None
+  failure_rate: failures_lib.FailureRate | None = None
+  failure_policy: failures_lib.FailurePolicy | None = None
   num_regions: int = dataclasses.field(init=False)
   num_workers: int = dataclasses.field(init=False)
   worker_region: np.ndarray = dataclasses.field(init=False)
@@ -305,6 +425,19 @@ class Environment:
         if getattr(self, key) is not None:
           raise InvalidEnvironment(f"link_sharing: fair cannot be combined with {key} (fair "
                                    "sharing needs constant link capacities)")
+    set_(self, "failures", _failures(self.failures, num_regions, len(flat)))
+    set_(self, "failure_rate", _failure_rate(self.failure_rate))
+    set_(self, "failure_policy", _failure_policy(self.failure_policy))
+    if self.failures is None and self.failure_rate is None:
+      if self.failure_policy is not None:
+        raise InvalidEnvironment("failure_policy needs failures or failure_rate")
+    else:
+      for key in ("link_sharing", "bandwidth_traces", "bandwidth_jitter", "compute_jitter"):
+        value = getattr(self, key)
+        if value is not None and value != "none":
+          raise InvalidEnvironment(
+              f"failures cannot be combined with {key} (not supported: failures are timed on "
+              "the fixed network, with latency, and without compute jitter)")
     set_(self, "bandwidth_gbps", bw)
     set_(self, "worker_speeds_raw", tuple(speeds_t))
     set_(self, "num_regions", num_regions)
@@ -325,13 +458,32 @@ class Environment:
             and self.bandwidth_jitter == other.bandwidth_jitter
             and self.link_sharing == other.link_sharing
             and self.uplink_gbps == other.uplink_gbps
-            and self.downlink_gbps == other.downlink_gbps)
+            and self.downlink_gbps == other.downlink_gbps
+            and self.failures == other.failures and self.failure_rate == other.failure_rate
+            and self.failure_policy == other.failure_policy)
 
   def __hash__(self):
     latency = b"" if self.latency_ms is None else self.latency_ms.tobytes()
     return hash((self.worker_speeds_raw, self.bandwidth_gbps.tobytes(), latency,
                  self.compute_jitter, self.bandwidth_traces, self.bandwidth_jitter,
-                 self.link_sharing, self.uplink_gbps, self.downlink_gbps))
+                 self.link_sharing, self.uplink_gbps, self.downlink_gbps, self.failures,
+                 self.failure_rate, self.failure_policy))
+
+  @property
+  def has_failures(self) -> bool:
+    """True when anything can fail (listed failures or a failure rate)."""
+    return self.failures is not None or self.failure_rate is not None
+
+  def failure_timeline(self) -> failures_lib.Timeline | None:
+    """The failures as down intervals (failures.Timeline, cached); None when nothing fails."""
+    if not self.has_failures:
+      return None
+    got = self.__dict__.get("_timeline")
+    if got is None:
+      got = failures_lib.Timeline(self.failures, self.failure_rate, self.failure_policy,
+                                  self.num_workers, self.worker_region, self.num_regions)
+      object.__setattr__(self, "_timeline", got)
+    return got
 
   def region_workers(self, region: int) -> range:
     """Global indices of the workers of `region`."""
@@ -359,6 +511,12 @@ class Environment:
     for key in ("uplink_gbps", "downlink_gbps"):
       if getattr(self, key) is not None:
         d[key] = list(getattr(self, key))
+    if self.failures is not None:  # absent without failures: the reference's format and hash
+      d["failures"] = [f.to_dict() for f in self.failures]
+    if self.failure_rate is not None:
+      d["failure_rate"] = self.failure_rate.to_dict()
+    if self.failure_policy is not None:
+      d["failure_policy"] = self.failure_policy.to_dict()
     return d
 
 
@@ -396,7 +554,10 @@ def environment_from_dict(d: Mapping, name: str | None = None, *,
                       bandwidth_jitter=d.get("bandwidth_jitter"),
                       link_sharing=d.get("link_sharing"),
                       uplink_gbps=d.get("uplink_gbps"),
-                      downlink_gbps=d.get("downlink_gbps"))
+                      downlink_gbps=d.get("downlink_gbps"),
+                      failures=d.get("failures"),
+                      failure_rate=d.get("failure_rate"),
+                      failure_policy=d.get("failure_policy"))
   except InvalidEnvironment as e:
     raise InvalidEnvironment(f"{where}{e}") from None
   if "num_regions" in d:

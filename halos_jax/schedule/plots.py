@@ -44,7 +44,8 @@ def save_png(fig, path, dpi: int = 110) -> None:
 
 
 _COLORS = {"compute": "#2b6cb0", "communication": "#ed8936", "idle": "#d5dbe3",
-           "up": "#c53030", "down": "#38a169", "tick": "#1a202c"}
+           "up": "#c53030", "down": "#38a169", "tick": "#1a202c", "crash": "#e53e3e",
+           "cut": "#805ad5"}
 
 
 def gantt(schedule, path, t_max_ms: float | None = None) -> None:
@@ -84,6 +85,7 @@ def gantt(schedule, path, t_max_ms: float | None = None) -> None:
     ax.broken_barh([(0, t_max / scale)], (row - 0.4, 0.8), facecolors=_COLORS["idle"])
     bars(row, *iv["compute"][w], _COLORS["compute"])
     bars(row, *iv["communication"][w], _COLORS["communication"])
+  _failure_marks(schedule, ax, n_rows, t_max, scale)
   _server_rows(schedule, n_rows - 1 - env.num_workers, bars, ticks)
   ax.set_yticks(range(n_rows))
   ax.set_yticklabels(labels[::-1], fontsize=7)
@@ -100,6 +102,30 @@ def gantt(schedule, path, t_max_ms: float | None = None) -> None:
                fontsize=10)
   fig.tight_layout(rect=(0, 0.6 / fig.get_figheight(), 1, 1))
   save_png(fig, path)
+
+
+def _failure_marks(schedule, ax, n_rows: int, t_max: float, scale: float) -> None:
+  """Environments with failures: each worker's time down (red, hatched) and, over the rows of
+  a region's workers, the time the region is cut off (partition or outage; purple band)."""
+  tl = schedule.env.failure_timeline()
+  if tl is None:
+    return
+  env = schedule.env
+
+  def spans(intervals):
+    return [(a / scale, (min(b, t_max) - a) / scale) for a, b in intervals.pairs() if a < t_max]
+
+  for w in range(env.num_workers):
+    got = spans(tl.worker_down[w])
+    if got:
+      ax.broken_barh(got, (n_rows - 1 - w - 0.4, 0.8), facecolors="none",
+                     edgecolors=_COLORS["crash"], hatch="xxx", linewidth=0.8)
+  for region, cut in enumerate(tl.region_cut):
+    rows = [n_rows - 1 - w for w in env.region_workers(region)]
+    got = spans(cut)
+    if got:
+      ax.broken_barh(got, (min(rows) - 0.5, len(rows)), facecolors=_COLORS["cut"], alpha=0.18,
+                     linewidth=0)
 
 
 def _row_labels(schedule) -> list[str]:
@@ -150,6 +176,13 @@ def _legend(schedule) -> list:
                 Patch(color=_COLORS["tick"], label="GPS update")]
   elif not schedule.settings.synchronous:
     handles.append(Patch(color=_COLORS["tick"], label=f"{server} update"))
+  tl = schedule.env.failure_timeline()
+  if tl is not None:  # legend entries only for what happened
+    if any(tl.worker_down):
+      handles.append(Patch(facecolor="none", edgecolor=_COLORS["crash"], hatch="xxx",
+                           label="worker down"))
+    if any(tl.region_cut):
+      handles.append(Patch(color=_COLORS["cut"], alpha=0.3, label="region cut off"))
   return handles
 
 

@@ -349,3 +349,25 @@ def test_intervals_helpers():
   assert iv.overlap(0.0, 6.0) == 2.0
   assert failures_lib.round_end(iv, 0.0, 0.5, 0.5, 0.5, 1.5) == 2.5  # upload after the cut
   assert failures_lib.round_end(iv, 2.0, 0.5, 1.0, 0.5, 2.0) == 4.0  # not delayed: t + nominal
+
+
+@pytest.mark.parametrize("algorithm", ["ddp", "diloco", "diloco_dynupd", "async_local_sgd",
+                                       "halos"])
+def test_geo4_churn_preset_loses_rounds_and_time(algorithm):
+  """configs/envs/geo4_churn.yaml: geo4 with faults; the runlocal schedule of every algorithm
+  loses rounds and ends later than on geo4."""
+  from halos_jax import config_lib  # pylint: disable=g-import-not-at-top
+  from halos_jax.schedule import schedule_from_config  # pylint: disable=g-import-not-at-top
+  import importlib.util  # pylint: disable=g-import-not-at-top
+  import pathlib  # pylint: disable=g-import-not-at-top
+  root = pathlib.Path(__file__).resolve().parents[2]
+  spec = importlib.util.spec_from_file_location(algorithm, root / "configs" / f"{algorithm}.py")
+  module = importlib.util.module_from_spec(spec)
+  spec.loader.exec_module(module)
+  c = module.get_config("runlocal")
+  c.env = "geo4_churn"
+  churn = schedule_from_config(config_lib.resolve(c)).summary()
+  c.env = "geo4"
+  ref = schedule_from_config(config_lib.resolve(c)).summary()
+  assert churn["failures"]["lost_rounds"] > 0
+  assert churn["simulated_time_ms"] > ref["simulated_time_ms"]

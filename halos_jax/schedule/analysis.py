@@ -101,8 +101,9 @@ def _download_ms(schedule, t_start: np.ndarray) -> np.ndarray:
 
 
 def worker_intervals(schedule) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]:
-  """Per kind ('compute', 'communication') and worker: (starts, ends) arrays, clipped to the
-  simulated time and sorted by start."""
+  """Per kind ('compute', 'communication'; with `link_sharing: fair` also 'shared_wait', the
+  part of each transfer beyond its time alone on its links) and worker: (starts, ends) arrays,
+  clipped to the simulated time and sorted by start."""
   plan = schedule.plan
   r = schedule.rounds()
   t_end = schedule.summary_basic()["simulated_time_ms"]
@@ -142,15 +143,25 @@ def worker_intervals(schedule) -> dict[str, list[tuple[np.ndarray, np.ndarray]]]
                     for a, b, t in zip(src, schedule.env.worker_region[w], t_s)])
       t_a = r["t_arrive"]
       u = np.where(np.isnan(t_a), np.inf, t_a - (t_s + x + c))
-    elif fair:  # the simulator's download ends; the upload up to the arrival (or the stop)
+    shared = []
+    if fair:  # the simulator's download ends; the upload up to the arrival (or the stop)
+      x_alone, u_alone = x, u
       x = _download_ms(schedule, t_s)
       t_a = r["t_arrive"]
       u = np.where(np.isnan(t_a), np.inf, t_a - (t_s + x + c))
+      # What each transfer lost to the others on its links: the end of it beyond its time alone.
+      # (An upload still under way at the stop is not counted.)
+      u_done = np.where(np.isnan(t_a), u_alone, u)
+      shared = [("shared_wait", w, t_s + np.minimum(x_alone, x), t_s + x),
+                ("shared_wait", w, t_s + x + c + np.minimum(u_alone, u_done),
+                 t_s + x + c + u_done)]
     pieces = [("compute", w, t_s + x, t_s + x + c),
               ("communication", w, t_s, t_s + x),  # download of the snapshot
-              ("communication", w, t_s + x + c, t_s + x + c + u)]  # upload of the result
+              ("communication", w, t_s + x + c, t_s + x + c + u)] + shared  # upload
   out = {}
-  for name in ("compute", "communication"):
+  names = ("compute", "communication") + (
+      ("shared_wait",) if any(p[0] == "shared_wait" for p in pieces) else ())
+  for name in names:
     own = [p for p in pieces if p[0] == name]
     ws = np.concatenate([p[1] for p in own])
     a = np.minimum(np.concatenate([p[2] for p in own]), t_end)

@@ -45,7 +45,7 @@ def save_png(fig, path, dpi: int = 110) -> None:
 
 _COLORS = {"compute": "#2b6cb0", "communication": "#ed8936", "idle": "#d5dbe3",
            "up": "#c53030", "down": "#38a169", "tick": "#1a202c", "crash": "#e53e3e",
-           "cut": "#805ad5"}
+           "cut": "#805ad5", "shared": "#7b341e"}
 
 
 def gantt(schedule, path, t_max_ms: float | None = None) -> None:
@@ -85,6 +85,14 @@ def gantt(schedule, path, t_max_ms: float | None = None) -> None:
     ax.broken_barh([(0, t_max / scale)], (row - 0.4, 0.8), facecolors=_COLORS["idle"])
     bars(row, *iv["compute"][w], _COLORS["compute"])
     bars(row, *iv["communication"][w], _COLORS["communication"])
+    if "shared_wait" in iv:  # link_sharing fair: what transfers lost to others on their links
+      a, b = iv["shared_wait"][w]
+      keep = a < t_max
+      spans = list(zip((a[keep] / scale).tolist(),
+                       ((np.minimum(b[keep], t_max) - a[keep]) / scale).tolist()))
+      if spans:
+        ax.broken_barh(spans, (row - 0.4, 0.8), facecolors=_COLORS["communication"],
+                       edgecolors=_COLORS["shared"], hatch="////", linewidth=0)
   _failure_marks(schedule, ax, n_rows, t_max, scale)
   _server_rows(schedule, n_rows - 1 - env.num_workers, bars, ticks)
   ax.set_yticks(range(n_rows))
@@ -176,6 +184,9 @@ def _legend(schedule) -> list:
                 Patch(color=_COLORS["tick"], label="GPS update")]
   elif not schedule.settings.synchronous:
     handles.append(Patch(color=_COLORS["tick"], label=f"{server} update"))
+  if getattr(schedule.env, "link_sharing", "none") == "fair" and not schedule.settings.synchronous:
+    handles.append(Patch(facecolor=_COLORS["communication"], edgecolor=_COLORS["shared"],
+                         hatch="////", label="waiting on shared links"))
   tl = schedule.env.failure_timeline()
   if tl is not None:  # legend entries only for what happened
     if any(tl.worker_down):

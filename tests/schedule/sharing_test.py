@@ -196,6 +196,16 @@ def test_an_async_schedule_by_hand():
   assert summary["link_busy_ms"]["0->1"] == 400_000.0  # idle while both compute
   assert summary["shared_link_wait_ms"] == pytest.approx(2 * 2 * 100_000.0)
   assert "link_busy_ms" not in build_schedule(environment_from_dict(ONE_FAST), s).summary()
+  # The Gantt's "waiting on shared links": workers 1 and 2 lose the second 100,000 ms of their
+  # download and of their upload; worker 0 has its link to itself.
+  from halos_jax.schedule import analysis  # pylint: disable=g-import-not-at-top
+  wait = analysis.worker_intervals(sch)["shared_wait"]
+  for w in (1, 2):
+    np.testing.assert_array_equal(wait[w][0], [100_000.0, 302_000.0])
+    np.testing.assert_array_equal(wait[w][1], [200_000.0, 402_000.0])
+  assert len(wait[0][0]) == 0
+  assert "shared_wait" not in analysis.worker_intervals(
+      build_schedule(environment_from_dict(ONE_FAST), s))
 
 
 def test_latency_is_paid_once_per_message_after_its_bits():

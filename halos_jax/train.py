@@ -199,6 +199,8 @@ def _summary(config, schedule, problem: Problem, meta, evaluated, num_devices: i
       "schedule_sha256": schedule.sha256(),
       # Bytes of one message of each kind the algorithm sends (docs/codecs.md).
       "message_bytes": analysis.message_bytes(schedule),
+      # Per directed link "i->j": bytes carried and time busy by the stop (docs/schedule.md).
+      "links": _links(schedule),
       "params_sha256": params_sha256(evaluated),
       "wall_time_s": round(meta.wall_s, 3),
       "devices": num_devices,
@@ -210,6 +212,16 @@ def _summary(config, schedule, problem: Problem, meta, evaluated, num_devices: i
     summary["note"] = ("runlocal: tiny model on the embedded corpus; simulated time uses the "
                        "paper's timing (Pythia-70M messages, 238.391 ms per step)")
   return summary
+
+
+def _links(schedule) -> dict:
+  """{"bytes": {link: bytes}, "busy_ms": {link: ms}} of the links that carried anything."""
+  n = schedule.env.num_regions
+  out = {}
+  for key, m in (("bytes", analysis.link_bytes(schedule)),
+                 ("busy_ms", analysis.link_busy_ms(schedule))):
+    out[key] = {f"{i}->{j}": float(m[i, j]) for i in range(n) for j in range(n) if m[i, j] > 0}
+  return out
 
 
 def _write_outputs(workdir: str, config, schedule, problem: Problem, meta, evaluated,

@@ -338,6 +338,74 @@ def link_bytes(schedule) -> np.ndarray:
   return out
 
 
+def _union_ms(a: np.ndarray, b: np.ndarray) -> float:
+  """Total length of the union of the intervals [a_i, b_i)."""
+  if len(a) == 0:
+    return 0.0
+  order = np.argsort(a, kind="stable")
+  a, b = a[order], b[order]
+  reach = np.maximum.accumulate(b)
+  # An interval extends the union by what it reaches beyond everything before it.
+  before = np.concatenate(([-np.inf], reach[:-1]))
+  return float(np.sum(np.maximum(0.0, b - np.maximum(a, before))))
+
+
+def link_busy_ms(schedule) -> np.ndarray:
+  """R x R float64: per directed link, the time at least one transfer was on it (the union of
+  its transfers' intervals, clipped to the stop).
+
+  With `link_sharing: fair` the flow simulator's own record; otherwise from the workers'
+  communication (worker_intervals: each round's download and upload on the server -> worker
+  link, the reference's rule; a synchronous all-reduce on every link of its ring) and, for
+  hierarchies, each Delta's and global model's trip.
+  """
+  env, plan = schedule.env, schedule.plan
+  rec = sharing_record(schedule)
+  if rec is not None:
+    return np.asarray(rec.busy_ms, dtype=np.float64)
+  r_count = env.num_regions
+  spans = {}  # (i, j) -> list of (starts, ends)
+
+  def add(i, j, a, b):
+    spans.setdefault((int(i), int(j)), []).append((np.asarray(a, float), np.asarray(b, float)))
+
+  comm = worker_intervals(schedule)["communication"]
+  if schedule.settings.synchronous:
+    if env.num_workers > 1:
+      a = np.concatenate([x for x, _ in comm])
+      b = np.concatenate([y for _, y in comm])
+      order = plan.ring.order
+      for k, reg in enumerate(order):
+        if len(order) == 1 or len(env.worker_speeds_raw[reg]) > 1:
+          add(reg, reg, a, b)
+        if len(order) > 1:
+          add(reg, order[(k + 1) % len(order)], a, b)
+  else:
+    srv = np.asarray(plan.server_region)[plan.worker_server]
+    for w, (a, b) in enumerate(comm):
+      add(srv[w], env.worker_region[w], a, b)
+    if plan.hierarchical:
+      c = schedule.columns
+      t_end = schedule.summary_basic()["simulated_time_ms"]
+      t_of = {}
+      for kind in (ev.SEND, ev.GPS_APPLY, ev.MERGE):
+        sel = c["kind"] == kind
+        t_of[kind] = dict(zip(c["exchange"][sel].tolist(), c["t"][sel].tolist()))
+      lps_reg = np.asarray(plan.server_region)
+      sel = c["kind"] == ev.SEND
+      for e, l in zip(c["exchange"][sel].tolist(), c["server"][sel].tolist()):
+        t0 = t_of[ev.SEND][e]
+        t1 = t_of[ev.GPS_APPLY].get(e, t_end)
+        add(lps_reg[l], 0, [t0], [min(t1, t_end)])
+        if e in t_of[ev.GPS_APPLY]:
+          add(0, lps_reg[l], [t1], [min(t_of[ev.MERGE].get(e, t_end), t_end)])
+  out = np.zeros((r_count, r_count), dtype=np.float64)
+  for (i, j), parts in spans.items():
+    out[i, j] = _union_ms(np.concatenate([p[0] for p in parts]),
+                          np.concatenate([p[1] for p in parts]))
+  return out
+
+
 def message_bytes(schedule) -> dict:
   """{kind: bytes} of the kinds of message the algorithm sends (docs/schedule.md, "Messages"):
   upload (worker -> server; the all-reduce of synchronous algorithms), download (server ->
@@ -364,6 +432,7 @@ def summarize(schedule) -> dict:
   r = schedule.rounds()
   arrived = ~np.isnan(r["t_arrive"])
   lb = link_bytes(schedule)
+  busy = link_busy_ms(schedule)
   util = utilisation(schedule)
   staleness = {"server": _stats(server_staleness(schedule))}
   if plan.hierarchical:
@@ -414,14 +483,13 @@ def summarize(schedule) -> dict:
                      for j in range(env.num_regions) if lb[i, j] > 0},
       "inter_region_bytes": float(lb[off].sum()),
       "total_bytes": float(lb.sum()),
+      "link_busy_ms": {f"{i}->{j}": float(busy[i, j]) for i in range(env.num_regions)
+                       for j in range(env.num_regions) if busy[i, j] > 0},
   }
   if env.link_sharing != "none":  # (new keys only then: summaries without sharing unchanged)
     out["link_sharing"] = env.link_sharing
     rec = sharing_record(schedule)
     if rec is not None:
-      out["link_busy_ms"] = {f"{i}->{j}": float(rec.busy_ms[i, j])
-                             for i in range(env.num_regions) for j in range(env.num_regions)
-                             if rec.busy_ms[i, j] > 0}
       out["shared_link_wait_ms"] = rec.wait_ms
   if env.has_failures:  # (only then: summaries without failures unchanged)
     out["failures"] = failure_summary(schedule)
@@ -476,11 +544,11 @@ def format_summary(summary: dict) -> str:
                f"{_human_bytes(s['inter_region_bytes'])}")
   links = "  ".join(f"{k}: {_human_bytes(v)}" for k, v in s["link_bytes"].items())
   lines.append(f"  per link         {links}")
-  if "link_busy_ms" in s:
-    busy = "  ".join(f"{k}: {v:,.0f} ms" for k, v in s["link_busy_ms"].items())
+  busy = "  ".join(f"{k}: {v:,.0f} ms" for k, v in s.get("link_busy_ms", {}).items())
+  lines.append(f"  busy per link    {busy}")
+  if "shared_link_wait_ms" in s:
     lines.append(f"link sharing       {s['link_sharing']}: {s['shared_link_wait_ms']:,.1f} ms "
-                 f"lost waiting on shared links; busy per link")
-    lines.append(f"  busy             {busy}")
+                 f"lost waiting on shared links")
   elif "link_sharing" in s:
     lines.append(f"link sharing       {s['link_sharing']}")
   if "failures" in s:

@@ -38,6 +38,9 @@ def test_runs_end_to_end_on_the_quadratic(algorithm, tiny_env, tmp_path):
   # x0 = 0: loss 0.5 * sum_i h_i (0 - 1)^2 = 0.5 * sum(linspace(0.1, 1, 16)) = 0.5 * 8.8 = 4.4.
   assert val[0]["val_loss"] == pytest.approx(4.4, rel=1e-6)
   assert val[-1]["val_loss"] < 0.9 * val[0]["val_loss"]
+  # Bytes and busy time per link (docs/schedule.md): the WAN links carried the exchanges.
+  assert summary["links"]["bytes"] and summary["links"]["busy_ms"]
+  assert set(summary["links"]["busy_ms"]) <= set(summary["links"]["bytes"])
 
 
 def test_parallel_equals_sequential(tiny_env, tmp_path):

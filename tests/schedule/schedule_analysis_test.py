@@ -90,3 +90,23 @@ def test_pictures(tmp_path, tiny_env, tiny_settings):
     assert data[:8] == b"\x89PNG\r\n\x1a\n" and len(data) > 5000
   assert sorted(p.name for p in tmp_path.iterdir()) == ["d.png", "g.png", "h.png"]  # no temps
   assert np.isfinite(s.summary()["simulated_time_ms"])
+
+
+def test_link_busy_time_by_hand():
+  """Busy time per link = the union of its transfers: DiLoCo's ring links are busy for every
+  all-reduce; HALoS's LPS -> GPS links for every Delta (nothing else crosses them)."""
+  from halos_jax.schedule import ScheduleSettings, analysis, build_schedule, load_environment
+  env = load_environment("geo4")
+  base = dict(total_local_steps=4096, local_batch=64, global_batch=1024, step_time_ms=238.391,
+              message_bytes=281_706_496)
+  d = build_schedule(env, ScheduleSettings(algorithm="diloco", H=32, **base))
+  busy = analysis.link_busy_ms(d)
+  syncs = sum(1 for e in d.events if e.kind == "sync")
+  order = d.plan.ring.order
+  for k, reg in enumerate(order):
+    assert busy[reg, order[(k + 1) % 4]] == pytest.approx(syncs * d.plan.allreduce_ms)
+  h = build_schedule(env, ScheduleSettings(algorithm="halos", H=8, K=32, workers_per_lps=4,
+                                           rescale_local_steps=True, **base))
+  applies = [e for e in h.events if e.kind == "gps_apply" and e.server == 3]
+  busy = analysis.link_busy_ms(h)
+  assert busy[3, 0] == pytest.approx(len(applies) * h.plan.up_ms[3])

@@ -11,6 +11,13 @@ from collections.abc import Sequence
 
 import numpy as np
 
+def even_split(total_bytes: int, num_fragments: int) -> list[int]:
+  """`total_bytes` cut into `num_fragments` sizes differing by at most one byte (the schedule's
+  fragment sizes when the model's own are unknown, e.g. runlocal's Pythia-70M-sized messages)."""
+  p = int(num_fragments)
+  return [total_bytes // p + (1 if f < total_bytes % p else 0) for f in range(p)]
+
+
 LAYERS_KEY = "layers"  # the stacked transformer layers (leading axis = layer)
 INPUT_KEYS = ("embed_in",)  # leaves that join fragment 0 (the input side)
 

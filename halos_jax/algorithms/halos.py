@@ -41,6 +41,7 @@ from typing import NamedTuple
 import numpy as np
 
 from halos_jax.algorithms import base
+from halos_jax import fragments as fragments_lib
 from halos_jax import network
 from halos_jax.network import jitter as jitter_lib
 from halos_jax.network import sharing
@@ -106,8 +107,7 @@ def exchange_sizes(settings: ScheduleSettings) -> tuple[list[int], list[int]]:
     return [delta], [glob]
   if settings.fragment_bytes is not None:
     return list(settings.fragment_bytes), list(settings.fragment_bytes)
-  split = lambda b: [b // p + (1 if f < b % p else 0) for f in range(p)]  # noqa: E731
-  return split(delta), split(glob)
+  return fragments_lib.even_split(delta, p), fragments_lib.even_split(glob, p)
 
 
 ARRIVE_SEND = 7  # a processed arrival that also triggered a send (loop-internal code)

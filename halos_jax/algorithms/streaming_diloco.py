@@ -69,8 +69,7 @@ def fragment_sizes(settings: ScheduleSettings) -> list[int]:
   """Bytes all-reduced for each fragment: `fragment_bytes`, or the upload split evenly."""
   if settings.fragment_bytes is not None:
     return list(settings.fragment_bytes)
-  total, p = settings.bytes_of("upload"), settings.fragments
-  return [total // p + (1 if f < total % p else 0) for f in range(p)]
+  return fragments_lib.even_split(settings.bytes_of("upload"), settings.fragments)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -85,6 +85,22 @@ def test_less_latency_never_delays_an_arrival(algorithm, lat, shrink):
   assert n > 0 and np.all(b[:n] <= a[:n])
 
 
+@settings(max_examples=25, deadline=None)
+@given(st.sampled_from(["async_local_sgd", "halos", "diloco", "ddp"]),
+       st.lists(st.floats(1.0, 8.0), min_size=4, max_size=4))
+def test_more_bandwidth_never_delays_an_arrival(algorithm, gain):
+  """Without sharing, every link at least as fast (each by its own factor >= 1) makes every
+  transfer and all-reduce no longer, so the k-th arrival (sync) comes no later."""
+  base = np.asarray(network_testlib.BASE["network_bandwidths"], dtype=np.float64)
+  faster = (base * np.asarray(gain).reshape(2, 2)).tolist()
+  slow = build_schedule(_env(), _settings(algorithm))
+  fast = build_schedule(network_testlib.env(network_bandwidths=faster), _settings(algorithm))
+  kinds = ("sync",) if algorithm in ("diloco", "ddp") else ("arrive",)
+  a, b = _event_times(slow, kinds), _event_times(fast, kinds)
+  n = min(len(a), len(b))
+  assert n > 0 and np.all(b[:n] <= a[:n])
+
+
 # The source of configs/envs/geo4_wan.yaml: "AWS Latency Index" (bytecode.tech, 2019), mean
 # latency of a call, Feb - Mar 2019, in seconds, (origin, destination).
 _CALLS_S = {("oregon", "ireland"): 0.267397, ("ireland", "oregon"): 0.267159,

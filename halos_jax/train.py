@@ -209,8 +209,8 @@ def _summary(config, schedule, problem: Problem, meta, evaluated, num_devices: i
   if schedule.env.has_failures:  # lost rounds, down and idle time (docs/schedule.md)
     summary["failures"] = analysis.failure_summary(schedule)
   if config.runlocal and config.problem == "lm":
-    summary["note"] = ("runlocal: tiny model on the embedded corpus; simulated time uses the "
-                       "paper's timing (Pythia-70M messages, 238.391 ms per step)")
+    summary["note"] = (f"runlocal: {config.model.name} model on the embedded corpus; simulated "
+                       "time uses the paper's timing (Pythia-70M messages, 238.391 ms per step)")
   return summary
 
 

@@ -20,6 +20,9 @@ Arguments (comma-separated words):
   runlocal    tiny model, embedded corpus, geo4 timing (the default when no word selects a size)
   quadratic   the quadratic toy problem (configs/<alg>.py:quadratic)
   full        the paper's Pythia-70M configuration (set data.path through `overrides`)
+  paper_shape the paper's round structure (98,304 local steps, its H, K, alpha, momenta, LR
+              schedule) with the `micro` model (config_lib.shrink_to_paper_shape): about
+              5 min per entry on 2 cores
   ablate=X    X in K, alpha, beta (beta_l, beta_g pairs), H, codec, global_codec, streaming
               ((fragments, overlap_steps) pairs of streaming_diloco): HALoS (or
               `ablation_algorithm`) with each of `ablation_values`
@@ -48,14 +51,15 @@ ABLATION_VALUES = {
 
 def get_config(arg=None):
   words = [w.strip() for w in (arg or "").split(",") if w.strip()]
-  sizes = [w for w in words if w in ("runlocal", "quadratic", "full")]
+  sizes = [w for w in words if w in ("runlocal", "quadratic", "full", "paper_shape")]
   ablations = [w.partition("=")[2] for w in words if w.startswith("ablate=")]
   unknown = [w for w in words if w not in sizes and not w.startswith("ablate=")]
   if unknown:
     raise ValueError(f"unknown config argument(s) {unknown}; allowed: runlocal, quadratic, full, "
-                     f"ablate=K|alpha|beta|H|codec|global_codec|streaming")
+                     "paper_shape, ablate=K|alpha|beta|H|codec|global_codec|streaming")
   if len(sizes) > 1:
-    raise ValueError(f"config arguments {sizes}: choose one of runlocal, quadratic, full")
+    raise ValueError(f"config arguments {sizes}: choose one of runlocal, quadratic, full, "
+                     "paper_shape")
   if len(ablations) > 1 or (ablations and ablations[0] not in ABLATION_VALUES):
     raise ValueError(f"ablate={','.join(ablations)}: choose one of {', '.join(ABLATION_VALUES)}")
   size = sizes[0] if sizes else "runlocal"

@@ -112,6 +112,8 @@ _PYTHIA_SEQ = 2048
 _NAMED_SIZES = {
     # Tests and the default run: byte-level vocabulary.
     "tiny": (256, 128, 2, 4, 256),
+    # The paper-shaped comparison (98,304 local steps on 2 CPU cores): byte-level, 64 tokens.
+    "micro": (256, 64, 2, 2, 64),
     # Pythia suite (docs/algorithms.md 5; Biderman et al. 2023, Table 1).
     "pythia-14m": (_PYTHIA_VOCAB, 128, 6, 4, _PYTHIA_SEQ),
     "pythia-70m": (_PYTHIA_VOCAB, 512, 6, 8, _PYTHIA_SEQ),

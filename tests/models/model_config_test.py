@@ -14,8 +14,10 @@ from halos_jax import models
 #   410m: D=1024, L=24: 24 * 12,596,224 + 103,022,592 + 2048 = 405,334,016
 #   1b:   D=2048, L=16: 16 * 50,358,272 + 206,045,184 + 4096 = 1,011,781,632
 # tiny (V=256, D=128, L=2): 2 * 198,272 + 65,536 + 256 = 462,336.
+# micro (V=256, D=64, L=2): 2 * (12 * 4,096 + 13 * 64) + 32,768 + 128 = 132,864.
 EXPECTED_COUNTS = {
     "tiny": 462_336,
+    "micro": 132_864,
     "pythia-14m": 14_067_712,
     "pythia-70m": 70_426_624,
     "pythia-160m": 162_322_944,
@@ -49,12 +51,12 @@ def test_named_shapes():
   # docs/algorithms.md 5: (layers, d, heads) = 14M (6,128,4), 70M (6,512,8), 160M (12,768,12),
   # 410M (24,1024,16); vocabulary 50,304; sequence 2048.
   want = {"pythia-14m": (6, 128, 4), "pythia-70m": (6, 512, 8), "pythia-160m": (12, 768, 12),
-          "pythia-410m": (24, 1024, 16), "tiny": (2, 128, 4)}
+          "pythia-410m": (24, 1024, 16), "tiny": (2, 128, 4), "micro": (2, 64, 2)}
   for name, (L, D, H) in want.items():
     cfg = models.get_model_config(name)
     assert (cfg.num_layers, cfg.d_model, cfg.num_heads) == (L, D, H)
-    assert cfg.vocab_size == (256 if name == "tiny" else 50_304)
-    assert cfg.max_seq_len == (256 if name == "tiny" else 2048)
+    assert cfg.vocab_size == (256 if name in ("tiny", "micro") else 50_304)
+    assert cfg.max_seq_len == {"tiny": 256, "micro": 64}.get(name, 2048)
     # Rotary on 25% of each head: head_dim 32 -> 8 dims, head_dim 64 -> 16 dims.
     assert cfg.rotary_ndims == cfg.head_dim // 4
 

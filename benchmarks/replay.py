@@ -1,11 +1,12 @@
 r"""Replay throughput: parallel vs sequential replay vs a bare training loop (the compute bound).
 
-Prints simulated tokens per wall second of a 16-worker HALoS runlocal (tiny model, embedded
-corpus, geo4 timing) replayed in parallel and sequentially, and of a bare jitted loop that does
-the same number of local steps on one model; ratios against the bare loop. All three run in this
+Prints simulated tokens per wall second of a 16-worker run (default HALoS runlocal: tiny model,
+embedded corpus, geo4 timing; `--arg=paper_shape`: the micro model of the paper-shaped
+comparison) replayed in parallel and sequentially, and of a bare jitted loop that does the same
+number of local steps on one model; ratios against the bare loop. All three run in this
 process, after a warm-up of each (compilation excluded).
 
-  .venv/bin/python benchmarks/replay.py [--steps=256]
+  .venv/bin/python benchmarks/replay.py [--steps=256] [--arg=paper_shape] [--algorithm=halos]
   XLA_FLAGS=--xla_force_host_platform_device_count=8 .venv/bin/python benchmarks/replay.py
 """
 import importlib.util
@@ -28,15 +29,20 @@ sys.path.insert(0, ROOT)
 from halos_jax import config_lib  # noqa: E402  pylint: disable=g-import-not-at-top
 from halos_jax import train  # noqa: E402  pylint: disable=g-import-not-at-top
 from halos_jax.replay.problem import make_problem  # noqa: E402
+from schedule_scale import cpu_line  # noqa: E402  (benchmarks/, this script's folder)
 
 _STEPS = flags.DEFINE_integer("steps", 256, "local steps of each replayed run")
+_ARG = flags.DEFINE_enum("arg", "runlocal", ["runlocal", "paper_shape"],
+                         "the config argument of the replayed run")
+_ALGORITHM = flags.DEFINE_string("algorithm", "halos", "configs/<algorithm>.py")
 
 
 def _config(parallel, steps):
-  spec = importlib.util.spec_from_file_location("halos", os.path.join(ROOT, "configs/halos.py"))
+  name = _ALGORITHM.value
+  spec = importlib.util.spec_from_file_location(name, os.path.join(ROOT, f"configs/{name}.py"))
   module = importlib.util.module_from_spec(spec)
   spec.loader.exec_module(module)
-  c = module.get_config("runlocal")
+  c = module.get_config(_ARG.value)
   c.total_local_steps = steps
   c.checkpoint_every = 0
   c.replay.parallel = parallel
@@ -95,7 +101,9 @@ def main(argv):
   jax.config.update("jax_compilation_cache_dir", tempfile.mkdtemp(prefix="jaxcache"))
   jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
   steps = _STEPS.value
-  print(f"devices: {jax.device_count()} ({jax.devices()[0].platform}); {steps} local steps")
+  print(cpu_line())
+  print(f"devices: {jax.device_count()} ({jax.devices()[0].platform}); {_ALGORITHM.value}:"
+        f"{_ARG.value}, {steps} local steps")
   _replay(True, 16)  # warm-up: compile every program once
   _replay(False, 16)
   bare_s, bare_tokens = _bare_loop(steps)

@@ -30,7 +30,12 @@ def test_paper_shape_has_the_papers_rounds(name):
   c = _config(name, "paper_shape")
   validation.validate_config(c)
   assert c.model.name == "micro" and c.local_batch == 2 and c.data.seq_len == 64
-  basic = schedule_from_config(config_lib.resolve(c)).summary_basic()
+  schedule = schedule_from_config(config_lib.resolve(c))
+  basic = schedule.summary_basic()
+  # The data stream serves every sequence the schedule hands out (it wraps around the corpus).
+  from halos_jax.replay.problem import make_problem  # pylint: disable=g-import-not-at-top
+  last = schedule.summary()["sequences_dispatched"]
+  assert make_problem(config_lib.resolve(c)).data.block(last - 2, last).shape == (2, 65)
   assert basic["server_updates"] == PAPER_UPDATES[name]
   assert basic["local_steps"] >= 98_304
   # The LR schedule spans the paper's 6,144 global iterations: 98,304 steps x 2 sequences / 32.

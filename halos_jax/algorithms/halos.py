@@ -129,6 +129,45 @@ class _Loop(NamedTuple):
   record: sharing.Record | None = None  # link_sharing fair: the flow simulator's record
 
 
+class _Exchanges:
+  """The LPS counters (v_l, vhat_l + K, steps received since the last send) and the exchanges
+  opened so far, shared by the event loops: per exchange its LPS, v_l and vhat_l at the send,
+  the steps it reports, its fragment (exchange n of an LPS carries fragment n mod P) and v_l
+  at its merge. The loops keep the per-arrival work inline (`v`, `acc`, `send_at`)."""
+
+  def __init__(self, num_lps: int, k_updates: int, num_fragments: int = 1):
+    self.k = k_updates
+    self.p = num_fragments
+    self.v = [0] * num_lps  # v_l
+    self.send_at = [k_updates] * num_lps  # vhat_l + K
+    self.acc = [0] * num_lps  # local steps received since the LPS's previous send
+    self.sent = [0] * num_lps  # exchanges of each LPS so far
+    self.lps, self.ver, self.vhat, self.steps, self.frag = (array("q") for _ in range(5))
+    self.vmerge = {}
+
+  def send(self, l: int) -> tuple[int, int]:
+    """LPS l sends its Delta now: records the exchange; returns (exchange id, fragment)."""
+    e, f = len(self.lps), self.sent[l] % self.p
+    self.sent[l] += 1
+    self.lps.append(l)
+    self.ver.append(self.v[l])
+    self.vhat.append(self.send_at[l] - self.k)
+    self.steps.append(self.acc[l])
+    self.frag.append(f)
+    self.acc[l] = 0
+    return e, f
+
+  def merge(self, e: int) -> None:
+    """Exchange e's global model is merged: vhat_l = v_l, the next Delta is due K later."""
+    l = self.lps[e]
+    self.vmerge[e] = self.v[l]
+    self.send_at[l] = self.v[l] + self.k
+
+  def loop(self, codes, times, counted: int, gps_version: int, record=None) -> _Loop:
+    return _Loop(codes, times, self.lps, self.ver, self.vhat, self.steps, self.vmerge, counted,
+                 gps_version, self.frag if self.p > 1 else None, record)
+
+
 def build(env: Environment, settings: ScheduleSettings) -> ev.Schedule:
   """The HALoS schedule of (env, settings)."""
   return build_from_plan(env, settings, make_plan(env, settings))
@@ -179,10 +218,9 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
   else:
     up = [[net.transfer_ms(r, GPS_REGION, b) for b in delta_bytes] for r in lps_region]
     down = [[net.transfer_ms(GPS_REGION, r, b) for b in global_bytes] for r in lps_region]
-  sent = [0] * num_lps  # exchanges of each LPS so far
-  ex_frag = array("q")
   lps_of = plan.worker_server.tolist()
-  k_updates = settings.K // p_count
+  ex = _Exchanges(num_lps, settings.K // p_count, p_count)
+  v, acc, send_at, ex_lps, ex_steps, ex_frag = ex.v, ex.acc, ex.send_at, ex.lps, ex.steps, ex.frag
   total = settings.total_local_steps
   ARRIVE, GPS_APPLY, MERGE = ev.ARRIVE, ev.GPS_APPLY, ev.MERGE  # pylint: disable=invalid-name
 
@@ -191,11 +229,6 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
           for w in range(w_count)]  # all workers start at t = 0
   heapq.heapify(heap)
   seq = w_count
-  v = [0] * num_lps  # v_l
-  send_at = [k_updates] * num_lps  # vhat_l + K
-  acc = [0] * num_lps  # local steps received since the LPS's previous send
-  ex_lps, ex_v, ex_vhat, ex_steps = array("q"), array("q"), array("q"), array("q")
-  ex_vmerge = {}
   codes, times = array("q"), array("d")  # per processed event: payload << 3 | kind, t
   emit, add_t = codes.append, times.append
   heappush, heapreplace, heappop = heapq.heappush, heapq.heapreplace, heapq.heappop
@@ -208,15 +241,7 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
       vl = v[l] = v[l] + 1
       acc[l] += h[x]
       if vl == send_at[l]:  # v_l == vhat_l + K: send Delta = xhat_l - x_l
-        e = len(ex_lps)
-        ex_lps.append(l)
-        ex_v.append(vl)
-        ex_vhat.append(vl - k_updates)
-        ex_steps.append(acc[l])
-        acc[l] = 0
-        f = sent[l] % p_count
-        sent[l] += 1
-        ex_frag.append(f)
+        e, f = ex.send(l)
         t_up = t + up[l][f] if not traced else net.transfer_end_ms(
             lps_region[l], GPS_REGION, delta_bytes[f], t)
         heappush(heap, (t_up, seq, GPS_APPLY, e))  # keeps this arrival on top
@@ -241,12 +266,9 @@ def _event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environmen
       seq += 1
     else:  # merge: x_l = (1 - alpha) x_l + alpha xG; xhat_l = x_l; vhat_l = v_l
       emit((x << 3) | MERGE)
-      l = ex_lps[x]
-      ex_vmerge[x] = v[l]
-      send_at[l] = v[l] + k_updates
+      ex.merge(x)
       heappop(heap)
-  return _Loop(codes, times, ex_lps, ex_v, ex_vhat, ex_steps, ex_vmerge, counted, gps_version,
-               ex_frag if p_count > 1 else None)
+  return ex.loop(codes, times, counted, gps_version)
 
 
 def _failure_event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Environment):
@@ -278,16 +300,12 @@ def _failure_event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: En
   own = [tl.link(lps_region[l], lps_region[l]) for l in lps_of]  # worker <-> LPS, in-region
   worker_down = tl.worker_down
   x_ms, u_ms, comp = plan.transfer_ms.tolist(), plan.upload_ms.tolist(), plan.compute_ms.tolist()
-  k_updates = settings.K
   total = settings.total_local_steps
   START, ARRIVE, SEND = ev.START, ev.ARRIVE, ev.SEND  # pylint: disable=invalid-name
   GPS_APPLY, MERGE = ev.GPS_APPLY, ev.MERGE  # pylint: disable=invalid-name
   codes, times, round_worker = array("q"), array("d"), array("q")
-  ex_lps, ex_v, ex_vhat, ex_steps = array("q"), array("q"), array("q"), array("q")
-  ex_vmerge = {}
-  v = [0] * num_lps
-  send_at = [k_updates] * num_lps
-  acc = [0] * num_lps
+  ex = _Exchanges(num_lps, settings.K)
+  v, acc, send_at, ex_lps, ex_steps = ex.v, ex.acc, ex.send_at, ex.lps, ex.steps
   heap = []
   seq = 0
 
@@ -325,12 +343,7 @@ def _failure_event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: En
 
   def send(l: int, t: float) -> None:
     """LPS l sends Delta = xhat_l - x_l at t (its link to the GPS is up)."""
-    e = len(ex_lps)
-    ex_lps.append(l)
-    ex_v.append(v[l])
-    ex_vhat.append(send_at[l] - k_updates)
-    ex_steps.append(acc[l])
-    acc[l] = 0
+    e, _ = ex.send(l)
     codes.append((e << 3) | SEND)
     times.append(t)
     push(tl.transfer_end(lps_region[l], GPS_REGION, t, up[l]), GPS_APPLY, e)
@@ -370,11 +383,8 @@ def _failure_event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: En
     else:  # merge: x_l = (1 - alpha) x_l + alpha xG; xhat_l = x_l; vhat_l = v_l
       codes.append((x << 3) | MERGE)
       times.append(t)
-      l = ex_lps[x]
-      ex_vmerge[x] = v[l]
-      send_at[l] = v[l] + k_updates
-  loop = _Loop(codes, times, ex_lps, ex_v, ex_vhat, ex_steps, ex_vmerge, counted, gps_version)
-  return loop, round_worker
+      ex.merge(x)
+  return ex.loop(codes, times, counted, gps_version), round_worker
 
 
 FLOW, COMPUTE = 8, 9  # the fair loop's internal entries (beside ARRIVE, GPS_APPLY, MERGE)
@@ -410,13 +420,12 @@ def _fair_event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Envir
   delta_bytes, global_bytes = exchange_sizes(settings)
   p_count = len(delta_bytes)
   delta_bits, global_bits = [b * 8 for b in delta_bytes], [b * 8 for b in global_bytes]
-  sent = [0] * num_lps
-  ex_frag = array("q")
+  ex = _Exchanges(num_lps, settings.K // p_count, p_count)
+  v, acc, send_at, ex_lps, ex_steps, ex_frag = ex.v, ex.acc, ex.send_at, ex.lps, ex.steps, ex.frag
   comp = plan.compute_ms.tolist()
   factor = (None if env.compute_jitter is None
             else jitter_lib.Factors(env.compute_jitter, w_count).factor)
   nth = [0] * w_count
-  k_updates = settings.K // p_count
   total = settings.total_local_steps
   ARRIVE, GPS_APPLY, MERGE = ev.ARRIVE, ev.GPS_APPLY, ev.MERGE  # pylint: disable=invalid-name
 
@@ -432,11 +441,6 @@ def _fair_event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Envir
   download_end = [math.nan] * w_count
   ex_order = []  # per exchange: the insertion number of its gps_apply, then of its merge
   seq = next_round = w_count
-  v = [0] * num_lps  # v_l
-  send_at = [k_updates] * num_lps  # vhat_l + K
-  acc = [0] * num_lps  # local steps received since the LPS's previous send
-  ex_lps, ex_v, ex_vhat, ex_steps = array("q"), array("q"), array("q"), array("q")
-  ex_vmerge = {}
   codes, times = array("q"), array("d")  # per processed event: payload << 3 | kind, t
   emit, add_t = codes.append, times.append
   counted = gps_version = 0
@@ -470,17 +474,9 @@ def _fair_event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Envir
       vl = v[l] = v[l] + 1
       acc[l] += h[x]
       if vl == send_at[l]:  # v_l == vhat_l + K: send Delta = xhat_l - x_l
-        e = len(ex_lps)
-        ex_lps.append(l)
-        ex_v.append(vl)
-        ex_vhat.append(vl - k_updates)
-        ex_steps.append(acc[l])
-        acc[l] = 0
+        e, f = ex.send(l)
         ex_order.append(seq)
         seq += 1
-        f = sent[l] % p_count
-        sent[l] += 1
-        ex_frag.append(f)
         start(t, lps_region[l], GPS_REGION, delta_bits[f], e << 2 | DELTA)
         emit((x << 3) | ARRIVE_SEND)
       else:
@@ -503,12 +499,9 @@ def _fair_event_loop(plan: plan_lib.Plan, settings: ScheduleSettings, env: Envir
       start(t, GPS_REGION, lps_region[ex_lps[x]], global_bits[ex_frag[x]], x << 2 | GLOBAL)
     else:  # merge: x_l = (1 - alpha) x_l + alpha xG; xhat_l = x_l; vhat_l = v_l
       emit((x << 3) | MERGE)
-      l = ex_lps[x]
-      ex_vmerge[x] = v[l]
-      send_at[l] = v[l] + k_updates
+      ex.merge(x)
   record = sim.record(t)._replace(download_end=np.asarray(download_end, dtype=np.float64))
-  return _Loop(codes, times, ex_lps, ex_v, ex_vhat, ex_steps, ex_vmerge, counted, gps_version,
-               ex_frag if p_count > 1 else None, record)
+  return ex.loop(codes, times, counted, gps_version, record)
 
 
 def _round_columns(plan: plan_lib.Plan, settings: ScheduleSettings, loop: _Loop, w_count: int):

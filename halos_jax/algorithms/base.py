@@ -88,6 +88,20 @@ class ServerRules:
     return before
 
 
+class Fragmented:
+  """Mixin of rules whose exchanges carry one of `self.fragments` fragments of the model
+  (halos_jax/fragments.py): the fragments' boolean masks, built once from the first params."""
+  fragments = 1
+  _masks = None
+
+  def masks(self, params) -> list:
+    """One boolean tree per fragment, broadcastable against `params`."""
+    if self._masks is None:
+      from halos_jax import fragments  # pylint: disable=g-import-not-at-top  (imports JAX)
+      self._masks = fragments.fragment_masks(params, self.fragments)
+    return self._masks
+
+
 class SingleServer(ServerRules):
   """One server holding `params` (and its optimizer state `opt`): the model every worker
   starts from and the evaluated model."""

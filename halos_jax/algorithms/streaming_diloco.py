@@ -258,7 +258,7 @@ def communication(schedule) -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------------
 
 
-class StreamingDiLoCoRules(base.Synchronous):
+class StreamingDiLoCoRules(base.Fragmented, base.Synchronous):
   """The global model with one outer optimizer state per fragment, and every worker's model.
 
   Rounds deliver the worker's model (`params_rounds`); the server keeps the latest one of each
@@ -308,13 +308,6 @@ class StreamingDiLoCoRules(base.Synchronous):
       return [jax.tree.map(one, y, x, mask) for y in models]
 
     self._step, self._pseudo_gradients, self._mix = step, pseudo_gradients, mix
-    self._masks = None
-
-  def masks(self, params):
-    """One boolean tree per fragment (`fragment_masks`), built once."""
-    if self._masks is None:
-      self._masks = fragments_lib.fragment_masks(params, self.fragments)
-    return self._masks
 
   def init(self, x0):
     self.masks(x0)

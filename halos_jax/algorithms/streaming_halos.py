@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import numpy as np
 
-from halos_jax import fragments as fragments_lib
 from halos_jax.algorithms import base
 from halos_jax.algorithms import halos
 from halos_jax.schedule import events as ev
@@ -76,7 +75,7 @@ def exchange_bytes(schedule, kind: int) -> np.ndarray:
   return np.asarray(delta if kind == ev.GPS_APPLY else glob, dtype=np.float64)[f]
 
 
-class StreamingHALoSRules(halos.HALoSRules):
+class StreamingHALoSRules(base.Fragmented, halos.HALoSRules):
   """HALoS's servers, each exchange restricted to its fragment (one DN_g state per fragment)."""
 
   def __init__(self, config, problem, num_workers, num_servers):
@@ -113,12 +112,6 @@ class StreamingHALoSRules(halos.HALoSRules):
                              merge_params=pick(merged.params, lps.merge_params))
 
     self._receive, self._fdelta, self._fgps_apply, self._fmerge = receive, delta, gps_apply, merge
-    self._masks = None
-
-  def masks(self, params):
-    if self._masks is None:
-      self._masks = fragments_lib.fragment_masks(params, self.fragments)
-    return self._masks
 
   def init(self, x0):
     servers = super().init(x0)

@@ -257,18 +257,23 @@ def _failures(entries, num_regions: int, num_workers: int) -> tuple | None:
   return tuple(out) or None
 
 
+def _check_keys(spec, name: str, allowed) -> None:
+  """`spec` is a mapping whose keys are among `allowed` (else one InvalidEnvironment)."""
+  if not isinstance(spec, Mapping):
+    raise InvalidEnvironment(
+        f"{name} must be a mapping with keys {', '.join(allowed)}, got {spec!r}")
+  unknown = sorted(str(k) for k in spec if k not in allowed)
+  if unknown:
+    raise InvalidEnvironment(f"{name}: unknown key(s) {unknown}; allowed: "
+                             f"{', '.join(allowed)}")
+
+
 def _failure_rate(spec) -> failures_lib.FailureRate | None:
   """`failure_rate` ({worker_crashes_per_hour, mean_down_ms, seed, until_ms}) (None: rate 0)."""
   if spec is None or isinstance(spec, failures_lib.FailureRate):
     return spec if spec is None or spec.worker_crashes_per_hour > 0 else None
   allowed = failures_lib.FailureRate._fields
-  if not isinstance(spec, Mapping):
-    raise InvalidEnvironment(
-        f"failure_rate must be a mapping with keys {', '.join(allowed)}, got {spec!r}")
-  unknown = sorted(str(k) for k in spec if k not in allowed)
-  if unknown:
-    raise InvalidEnvironment(f"failure_rate: unknown key(s) {unknown}; allowed: "
-                             f"{', '.join(allowed)}")
+  _check_keys(spec, "failure_rate", allowed)
   missing = [k for k in allowed if k not in spec and k != "seed"]
   if missing:
     raise InvalidEnvironment(f"failure_rate: missing key(s) {missing}")
@@ -290,13 +295,7 @@ def _failure_policy(spec) -> failures_lib.FailurePolicy | None:
   if spec is None or isinstance(spec, failures_lib.FailurePolicy):
     return spec
   allowed = failures_lib.FailurePolicy._fields
-  if not isinstance(spec, Mapping):
-    raise InvalidEnvironment(
-        f"failure_policy must be a mapping with keys {', '.join(allowed)}, got {spec!r}")
-  unknown = sorted(str(k) for k in spec if k not in allowed)
-  if unknown:
-    raise InvalidEnvironment(f"failure_policy: unknown key(s) {unknown}; allowed: "
-                             f"{', '.join(allowed)}")
+  _check_keys(spec, "failure_policy", allowed)
   default = failures_lib.FailurePolicy()
   sync = spec.get("synchronous", default.synchronous)
   if sync not in failures_lib.SYNCHRONOUS_POLICIES:

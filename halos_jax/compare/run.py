@@ -64,8 +64,9 @@ def run_comparison(config: ml_collections.ConfigDict, workdir: str) -> dict:
   result["env"] = env
   files = {"json": "comparison.json", "markdown": "comparison.md"}
   if config.plots:
-    title = (f"ablation {config.ablation} ({config.ablation_algorithm}, {env})"
-             if config.ablation else f"{config.arg}, {env}")
+    env_name = schedule_lib.load_environment(env).name  # a preset's name, or the file's stem
+    title = (f"ablation {config.ablation} ({config.ablation_algorithm}, {env_name})"
+             if config.ablation else f"{config.arg}, {env_name}")
     paths = plot_comparison(runs, result["targets"], os.path.join(workdir, "val_loss"), title)
     files["plots"] = [os.path.basename(p) for p in paths]
   result["files"] = files

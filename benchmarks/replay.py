@@ -29,7 +29,7 @@ sys.path.insert(0, ROOT)
 from halos_jax import config_lib  # noqa: E402  pylint: disable=g-import-not-at-top
 from halos_jax import train  # noqa: E402  pylint: disable=g-import-not-at-top
 from halos_jax.replay.problem import make_problem  # noqa: E402
-from schedule_scale import cpu_line  # noqa: E402  (benchmarks/, this script's folder)
+from halos_jax.runtime import cpu_line  # noqa: E402
 
 _STEPS = flags.DEFINE_integer("steps", 256, "local steps of each replayed run")
 _ARG = flags.DEFINE_enum("arg", "runlocal", ["runlocal", "paper_shape"],

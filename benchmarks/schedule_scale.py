@@ -18,12 +18,12 @@ from __future__ import annotations
 
 import argparse
 import gc
-import platform
 import time
 import tracemalloc
 
 import numpy as np
 
+from halos_jax.runtime import cpu_line
 from halos_jax.schedule import (ScheduleSettings, best_ring, build_schedule,
                                 environment_from_dict)
 
@@ -41,23 +41,6 @@ def environment(seed: int = 0, sharing: str = "none", caps: float | None = None)
     if caps is not None:
       d["uplink_gbps"] = d["downlink_gbps"] = [caps] * REGIONS
   return environment_from_dict(d, name=f"random64x16-s{seed}")
-
-
-def cpu_line() -> str:
-  """The CPU model and ISA flags that matter here (Linux /proc/cpuinfo; else platform)."""
-  model, flags = platform.processor() or platform.machine(), set()
-  try:
-    with open("/proc/cpuinfo") as f:
-      for line in f:
-        if line.startswith("model name") and ":" in line:
-          model = line.split(":", 1)[1].strip()
-        elif line.startswith("flags") and ":" in line:
-          flags = set(line.split(":", 1)[1].split())
-          break
-  except OSError:
-    pass
-  isa = [f for f in ("sse4_2", "avx", "avx2", "avx512f", "amx_tile") if f in flags]
-  return f"cpu: {model} ({platform.machine()}; {', '.join(isa) or 'ISA flags unknown'})"
 
 
 def settings_for(algorithm: str, env, events: int) -> ScheduleSettings:

@@ -62,3 +62,20 @@ def setup_compilation_cache():
     import jax  # pylint: disable=g-import-not-at-top
     jax.config.update("jax_compilation_cache_dir", cache)
     jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.5)
+
+
+def cpu_line() -> str:
+  """The CPU model and ISA flags that matter here (Linux /proc/cpuinfo; else platform)."""
+  model, flags = platform.processor() or platform.machine(), set()
+  try:
+    with open("/proc/cpuinfo") as f:
+      for line in f:
+        if line.startswith("model name") and ":" in line:
+          model = line.split(":", 1)[1].strip()
+        elif line.startswith("flags") and ":" in line:
+          flags = set(line.split(":", 1)[1].split())
+          break
+  except OSError:
+    pass
+  isa = [f for f in ("sse4_2", "avx", "avx2", "avx512f", "amx_tile") if f in flags]
+  return f"cpu: {model} ({platform.machine()}; {', '.join(isa) or 'ISA flags unknown'})"

@@ -206,6 +206,8 @@ def _summary(config, schedule, problem: Problem, meta, evaluated, num_devices: i
       "devices": num_devices,
       "parallel": bool(config.replay.parallel),
   }
+  if "tune_loss" in val[-1]:  # the tuning split's loss (data.tune_sequences > 0)
+    summary["final_tune_loss"] = val[-1]["tune_loss"]
   if schedule.env.has_failures:  # lost rounds, down and idle time (docs/schedule.md)
     summary["failures"] = analysis.failure_summary(schedule)
   if config.runlocal and config.problem == "lm":

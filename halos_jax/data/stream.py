@@ -11,9 +11,12 @@ Layout (docs/algorithms.md 4), the same for both sources:
             (inputs = seq[:-1], targets = seq[1:]); the last len(tokens) mod (seq_len + 1)
             tokens are dropped.
   split     validation = the LAST val_sequences sequences of the cut (as the reference holds out
-            the last sequences of its stream); training = the n - val_sequences before them. The
-            split is made before shuffling and does not depend on the seed, so every seed
-            validates on the same text; the two sets share no token position by construction.
+            the last sequences of its stream); tuning = the tune_sequences before them (0 by
+            default: none), a second held-out set for choosing hyper-parameters without looking
+            at the reported validation loss (issue 17); training = the n - val_sequences -
+            tune_sequences before those. The split is made before shuffling and does not depend
+            on the seed, so every seed validates (and tunes) on the same text; the three sets
+            share no token position by construction.
   shuffle   training position p holds sequence order[p], order = a PCG64 permutation of the
             training sequences: numpy.random.Generator(PCG64(seed)).permutation(num_train).
             With shuffle=False (the pre-shuffled Pile), order is the identity.
@@ -63,6 +66,7 @@ def default_data_config() -> ml_collections.ConfigDict:
   c.cache_dir = ""  # tokeniser and token caches; '' = ~/.cache/halos_jax
   c.seq_len = 256  # input tokens per sequence; sequences hold seq_len + 1 tokens
   c.val_sequences = 64  # held-out validation sequences (the last ones of the stream)
+  c.tune_sequences = 0  # held-out tuning sequences (just before the validation ones); 0: none
   c.seed = 0  # PCG64 seed of the training-sequence shuffle
   c.wrap_around = False  # True: block() past the end wraps modulo num_train instead of failing
   c.shuffle = True  # False: training sequences in stream order (the pre-shuffled Pile)
@@ -83,6 +87,7 @@ class DataSettings:
   cache_dir: str
   seq_len: int
   val_sequences: int
+  tune_sequences: int
   seed: int
   wrap_around: bool
   shuffle: bool
@@ -120,7 +125,8 @@ def parse_data_config(data_config: Any) -> DataSettings:
       fail(key, "a str", TypeError)
   if v["source"] == "mmidx" and not v["path"]:
     fail("path", "the prefix of an MMIDIDX .idx/.bin pair when source='mmidx'")
-  for key, low in (("seq_len", 1), ("val_sequences", 0), ("seed", 0), ("vocab_size", 0)):
+  for key, low in (("seq_len", 1), ("val_sequences", 0), ("tune_sequences", 0), ("seed", 0),
+                    ("vocab_size", 0)):
     if not fields.is_int(v[key]):
       fail(key, f"an int >= {low}", TypeError)
     if v[key] < low:
@@ -152,6 +158,7 @@ class SequenceStream:
     vocab_size: token ids are in [0, vocab_size).
     num_train: training sequences (distinct; block() positions 0 .. num_train - 1).
     num_val: validation sequences.
+    num_tune: tuning sequences (0: none).
     tokenizer: the tokeniser (Shakespeare), or None (MMIDIDX: tokens are given).
   """
 
@@ -161,15 +168,16 @@ class SequenceStream:
     """Builds the split and the order over `windows` (use `build_stream`)."""
     s = settings
     n_total = windows.shape[0]
-    if n_total <= s.val_sequences:
+    if n_total <= s.val_sequences + s.tune_sequences:
       raise ValueError(
           f"the data holds {n_total} sequences of seq_len + 1 = {s.seq_len + 1} tokens; "
-          f"config.data.val_sequences={s.val_sequences} leaves no training sequence (lower "
-          "val_sequences or seq_len)")
+          f"config.data.val_sequences={s.val_sequences} and tune_sequences="
+          f"{s.tune_sequences} leave no training sequence (lower them or seq_len)")
     self.seq_len = s.seq_len
     self.vocab_size = vocab_size
-    self.num_train = n_total - s.val_sequences
+    self.num_train = n_total - s.val_sequences - s.tune_sequences
     self.num_val = s.val_sequences
+    self.num_tune = s.tune_sequences
     self.tokenizer = tokenizer
     self.wrap_around = s.wrap_around
     self._settings = s
@@ -177,12 +185,20 @@ class SequenceStream:
     self._order = training_order(self.num_train, s.seed) if s.shuffle else None
     self._check_ids = check_ids
     self._description = description
-    self._fingerprint = hashlib.sha256(json.dumps({
+    identity = {
         "source": source_identity, "tokenizer": tokenizer_identity, "seq_len": s.seq_len,
         "val_sequences": s.val_sequences, "seed": s.seed, "shuffle": s.shuffle,
-    }, sort_keys=True).encode()).hexdigest()
-    val = np.asarray(windows[self.num_train:])
-    self._check(val, "validation sequence", self.num_train)
+    }
+    if s.tune_sequences:  # absent when 0, so data without a tuning split keeps its fingerprint
+      identity["tune_sequences"] = s.tune_sequences
+    self._fingerprint = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).hexdigest()
+    first_val = self.num_train + self.num_tune
+    tune = np.asarray(windows[self.num_train:first_val])
+    self._check(tune, "tuning sequence", self.num_train)
+    self._tune = tune.astype(np.int32)
+    self._tune.flags.writeable = False
+    val = np.asarray(windows[first_val:])
+    self._check(val, "validation sequence", first_val)
     self._val = val.astype(np.int32)
     self._val.flags.writeable = False
     # Shakespeare: the shuffled training set in memory, so a block is one slice.
@@ -216,8 +232,13 @@ class SequenceStream:
     """The held-out sequences: int32 (val_sequences, seq_len + 1), read-only."""
     return self._val
 
+  def tuning(self) -> np.ndarray:
+    """The held-out tuning sequences: int32 (tune_sequences, seq_len + 1), read-only."""
+    return self._tune
+
   def fingerprint(self) -> str:
-    """sha256 of the source identity, tokeniser, seq_len, val_sequences, seed and shuffle."""
+    """sha256 of the source identity, tokeniser, seq_len, val_sequences (and tune_sequences
+    when > 0), seed and shuffle."""
     return self._fingerprint
 
   def sequence_ids(self, start: int, end: int) -> np.ndarray:
@@ -231,14 +252,20 @@ class SequenceStream:
 
   def validation_ids(self) -> np.ndarray:
     """Indices in the unshuffled cut of the validation sequences (the last num_val)."""
-    return np.arange(self.num_train, self.num_train + self.num_val, dtype=np.int64)
+    first = self.num_train + self.num_tune
+    return np.arange(first, first + self.num_val, dtype=np.int64)
+
+  def tuning_ids(self) -> np.ndarray:
+    """Indices in the unshuffled cut of the tuning sequences (just before validation's)."""
+    return np.arange(self.num_train, self.num_train + self.num_tune, dtype=np.int64)
 
   def describe(self) -> str:
     """One line for logs: source, tokeniser, sizes, split."""
     s = self._settings
     order = f"seed {s.seed}" if s.shuffle else "unshuffled"
+    tune = f"{self.num_tune:,} tuning + " if self.num_tune else ""
     return (f"{self._description}; seq_len {s.seq_len}: {self.num_train:,} training + "
-            f"{self.num_val:,} validation sequences ({order}"
+            f"{tune}{self.num_val:,} validation sequences ({order}"
             f"{', wrap-around' if s.wrap_around else ''})")
 
   def __repr__(self) -> str:

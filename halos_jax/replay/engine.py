@@ -79,6 +79,7 @@ class Replay:
     model_codec = codecs.from_config(config.get("exchange"), "model_codec")
     self._received = None if model_codec is None else jax.jit(codecs.round_trip(model_codec))
     self._validation = None
+    self._tuning = None  # the data's tuning split (data.tune_sequences), when it has one
     # Failures (docs/schedule.md, "Failures"): rounds that never arrive (lost to a crash, or cut
     # by the stop) are never computed, in parallel mode too, so the worker's slot (its
     # optimizer state) is the same in both modes. Without failures nothing changes.
@@ -107,6 +108,17 @@ class Replay:
     if self._validation is None:
       self._validation = np.asarray(self.problem.data.validation())
     return metrics_lib.mean_loss(self._eval_loss, params, self._validation,
+                                 max(1, int(self.config.val_batch)))
+
+  def tuning_loss(self, params) -> float | None:
+    """Mean loss over the tuning split (data.tune_sequences: a second held-out set for choosing
+    hyper-parameters, docs/results.md); None when the data has none."""
+    if self._tuning is None:
+      tuning = getattr(self.problem.data, "tuning", None)
+      self._tuning = np.asarray(tuning()) if tuning is not None else np.zeros((0,))
+    if not len(self._tuning):
+      return None
+    return metrics_lib.mean_loss(self._eval_loss, params, self._tuning,
                                  max(1, int(self.config.val_batch)))
 
   # -- the walk --------------------------------------------------------------------------------
@@ -396,10 +408,15 @@ class Replay:
 
   def _evaluate(self, tree, meta, t_ms, wall0):
     steps = meta.counted_steps
-    loss = self.validation_loss(self.rules.evaluated(tree["servers"]))
-    meta.metrics.append({
+    evaluated = self.rules.evaluated(tree["servers"])
+    loss = self.validation_loss(evaluated)
+    tune = self.tuning_loss(evaluated)
+    record = {
         "kind": "val", "local_steps": steps, "tokens": steps * self.tokens_per_step,
-        "t_ms": t_ms, "wall_s": round(time.time() - wall0, 3), "val_loss": loss})
+        "t_ms": t_ms, "wall_s": round(time.time() - wall0, 3), "val_loss": loss}
+    if tune is not None:  # only with a tuning split: other runs' metrics stay as they were
+      record["tune_loss"] = tune
+    meta.metrics.append(record)
     interval = int(self.config.val_interval)
     while meta.next_eval <= steps:
       meta.next_eval += interval

@@ -60,6 +60,29 @@ def test_train_and_validation_are_disjoint(byte_stream):
   assert not any(r.tobytes() in train_rows for r in s.validation())
 
 
+def test_tuning_split_sits_before_validation(byte_stream, make_config, byte_tokens):
+  # Cut: [training | 32 tuning | 64 validation]. Validation is the same text as without a
+  # tuning split; the tuning sequences are the 32 before it; training loses exactly those.
+  s = data.build_stream(make_config(tune_sequences=32))
+  n_total = byte_tokens.size // (L + 1)
+  cut = byte_tokens[:n_total * (L + 1)].reshape(n_total, L + 1)
+  assert (s.num_train, s.num_tune, s.num_val) == (n_total - 96, 32, 64)
+  np.testing.assert_array_equal(s.validation(), byte_stream.validation())
+  np.testing.assert_array_equal(s.tuning(), cut[n_total - 96:n_total - 64])
+  np.testing.assert_array_equal(s.tuning_ids(), np.arange(n_total - 96, n_total - 64))
+  np.testing.assert_array_equal(s.validation_ids(), byte_stream.validation_ids())
+  ids = np.concatenate([s.sequence_ids(0, s.num_train), s.tuning_ids(), s.validation_ids()])
+  np.testing.assert_array_equal(np.sort(ids), np.arange(n_total))  # each sequence once
+  assert not s.tuning().flags.writeable
+  assert "32 tuning + 64 validation" in s.describe()
+  # The fingerprint changes with a tuning split and not without one (tune_sequences=0 is the
+  # default: every existing run keeps its fingerprint).
+  assert s.fingerprint() != byte_stream.fingerprint()
+  assert data.build_stream(make_config(tune_sequences=0)).fingerprint() == (
+      byte_stream.fingerprint())
+  assert byte_stream.tuning().shape == (0, L + 1)
+
+
 def test_shuffle_is_deterministic_in_the_seed(byte_stream, make_config):
   same = data.build_stream(make_config())
   other = data.build_stream(make_config(seed=1))
@@ -179,8 +202,10 @@ def test_mmidx_needs_a_path():
 def test_too_few_sequences_for_validation(make_config, byte_tokens):
   n_total = byte_tokens.size // (L + 1)
   with pytest.raises(ValueError, match=rf"holds {n_total} sequences .*val_sequences={n_total} "
-                     "leaves no training sequence"):
+                     "and tune_sequences=0 leave no training sequence"):
     data.build_stream(make_config(val_sequences=n_total))
+  with pytest.raises(ValueError, match=r"val_sequences=64 and tune_sequences=.* leave no"):
+    data.build_stream(make_config(tune_sequences=n_total - 64))
 
 
 def test_tokens_are_cached_on_disk_and_reused(byte_stream, make_config, cache_dir,

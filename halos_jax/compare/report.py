@@ -1,0 +1,5 @@
+"""The paper-shaped study's results page (filled in below)."""
+
+
+def write_report(sweep, workdir, docs):
+  raise ValueError("the report is not written yet")

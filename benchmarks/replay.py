@@ -8,6 +8,7 @@ process, after a warm-up of each (compilation excluded).
 
   .venv/bin/python benchmarks/replay.py [--steps=256] [--arg=paper_shape] [--algorithm=halos]
   XLA_FLAGS=--xla_force_host_platform_device_count=8 .venv/bin/python benchmarks/replay.py
+  .venv/bin/python benchmarks/replay.py --arg=paper_shape --steps=98304 --nosequential
 """
 import importlib.util
 import os
@@ -35,6 +36,9 @@ _STEPS = flags.DEFINE_integer("steps", 256, "local steps of each replayed run")
 _ARG = flags.DEFINE_enum("arg", "runlocal", ["runlocal", "paper_shape"],
                          "the config argument of the replayed run")
 _ALGORITHM = flags.DEFINE_string("algorithm", "halos", "configs/<algorithm>.py")
+_SEQUENTIAL = flags.DEFINE_bool("sequential", True, "also time the sequential replay (skip it "
+                                "for long runs: --steps=98304 --nosequential is a full "
+                                "paper-shaped run)")
 
 
 def _config(parallel, steps):
@@ -109,7 +113,7 @@ def main(argv):
   bare_s, bare_tokens = _bare_loop(steps)
   bare = bare_tokens / bare_s
   print(f"bare jitted loop     : {bare:10,.0f} tokens/s  (1.00 x)")
-  for parallel in (True, False):
+  for parallel in (True, False) if _SEQUENTIAL.value else (True,):
     wall, s = _replay(parallel, steps)
     # Simulated tokens count the local steps the evaluated model received; computed tokens also
     # count rounds the LPSs had not yet reported, and rounds in flight at the stop.

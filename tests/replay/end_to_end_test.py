@@ -77,3 +77,30 @@ def test_misspelt_config_key_is_an_error(tmp_path):
   proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True, timeout=300)
   assert proc.returncode != 0
   assert "alhpa" in proc.stderr
+
+
+def test_tuning_split_is_evaluated_next_to_validation(tiny_env, tmp_path):
+  # data.tune_sequences > 0: every validation record also holds the loss on the tuning split,
+  # and the summary its final value, equal to the final model's mean loss over
+  # stream.tuning() computed here independently; the reported validation set is unchanged.
+  import jax
+  import orbax.checkpoint as ocp
+  from halos_jax.replay.problem import make_problem
+  config = tiny_config("halos", tiny_env, **{"data.tune_sequences": 8})
+  summary = train.train_and_evaluate(config, str(tmp_path))
+  val = [json.loads(l) for l in open(tmp_path / "metrics.jsonl") if '"val"' in l]
+  assert all("tune_loss" in m for m in val)
+  assert summary["final_tune_loss"] == val[-1]["tune_loss"]
+  problem = make_problem(config)
+  with ocp.StandardCheckpointer() as ck:
+    params = ck.restore(str(tmp_path / "final_model"))
+  loss = jax.jit(problem.loss)
+  tuning, validation = problem.data.tuning(), problem.data.validation()
+  assert tuning.shape == (8, 33) and validation.shape == (8, 33)
+  assert float(loss(params, tuning)) == pytest.approx(summary["final_tune_loss"], rel=1e-6)
+  assert float(loss(params, validation)) == pytest.approx(summary["final_val_loss"], rel=1e-6)
+  assert summary["final_tune_loss"] != summary["final_val_loss"]
+  # Without the split (the default) the records and the summary are as before.
+  plain = train.train_and_evaluate(tiny_config("halos", tiny_env), str(tmp_path / "plain"))
+  assert "final_tune_loss" not in plain
+  assert not any("tune_loss" in l for l in open(tmp_path / "plain" / "metrics.jsonl"))

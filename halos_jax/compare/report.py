@@ -37,11 +37,11 @@ from halos_jax.replay import metrics as metrics_lib
 
 BEGIN = "<!-- paper_shape:begin (written by python -m experiments.paper_shape --stage=report) -->"
 END = "<!-- paper_shape:end -->"
-_NAMES: dict[str, str] = {}  # algorithm -> display name (the study's display_names)
 
 
-def display_name(algorithm: str) -> str:
-  return _NAMES.get(algorithm, algorithm)
+def display_name(sweep, algorithm: str) -> str:
+  """The algorithm's name in tables (the study's display_names)."""
+  return sweep.display_names.get(algorithm, algorithm)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -181,8 +181,9 @@ def claims(sweep, result: dict) -> list[dict]:
                    f"does not reproduce at this scale (smaller: {s['mean']:.2f}x < {claim}x)")
       else:
         verdict = "no number claimed for it alone" + (f" ({claim})" if claim else "")
-    text = (f"HALoS up to {claim}x faster than {display_name(a)}" if isinstance(claim, (int, float))
-            else f"HALoS faster than {display_name(a)}")
+    who, over = display_name(sweep, ref), display_name(sweep, a)
+    text = (f"{who} up to {claim}x faster than {over}" if isinstance(claim, (int, float))
+            else f"{who} faster than {over}")
     out.append({"claim": text, "measured": f"{measured} to loss {key}", "verdict": verdict})
   # Final quality: HALoS matches or exceeds fully synchronous training.
   baseline = sweep.quality_baseline
@@ -192,8 +193,8 @@ def claims(sweep, result: dict) -> list[dict]:
     slack = max(x for x in (h[1], d[1], 0.0) if x is not None)
     ok = h[0] <= d[0] + slack
     out.append({
-        "claim": f"final model quality matching or exceeding {display_name(baseline)}",
-        "measured": f"final val loss HALoS {_pm(*h)}, {display_name(baseline)} {_pm(*d)}",
+        "claim": f"final model quality matching or exceeding {display_name(sweep, baseline)}",
+        "measured": f"final val loss HALoS {_pm(*h)}, {display_name(sweep, baseline)} {_pm(*d)}",
         "verdict": ("reproduces" if ok else
                     f"does not reproduce at this scale (HALoS {h[0] - d[0]:+.4f} above)")})
   # Hierarchical momentum: (0.9, 0.5) alone has the lowest final loss of the beta ablation.
@@ -293,7 +294,7 @@ def markdown(sweep, result: dict, plots: dict[str, str], report_commit: str) -> 
         loss = "diverged" if r["diverged"] else f"{r['final_tune_loss']:.4f}"
         cell = f"{v:g}: {loss}"
         cells.append(f"**{cell}**" if result["chosen"][a].get(f) == v else cell)
-      lines.append(f"| {display_name(a)} | {f} | " + " | ".join(cells) +
+      lines.append(f"| {display_name(sweep, a)} | {f} | " + " | ".join(cells) +
                    f" | {result['chosen'][a][f]:g} |")
   lines += ["", f"### Headline: the five algorithms at their chosen learning rates, {n} seeds",
             "", "| algorithm | server updates | simulated time h | final val loss | " +
@@ -304,7 +305,8 @@ def markdown(sweep, result: dict, plots: dict[str, str], report_commit: str) -> 
     upd = sorted({r["server_updates"] for r in rs})
     sim = mean_std([r["simulated_time_ms"] / 3.6e6 for r in rs])
     lines.append(
-        f"| {display_name(a)} | {', '.join(f'{u:,}' for u in upd)} | {_pm(*sim, unit='h')} | "
+        f"| {display_name(sweep, a)} | {', '.join(f'{u:,}' for u in upd)} | "
+        f"{_pm(*sim, unit='h')} | "
         f"{_pm(*mean_std([r['final_val_loss'] for r in rs]))} | " +
         " | ".join(_hours([r["time_to_target_ms"][_key(t)] for r in rs], n) for t in targets) +
         " |" + ("" if len(rs) == n else f" ({n - len(rs)} diverged)"))
@@ -323,7 +325,7 @@ def markdown(sweep, result: dict, plots: dict[str, str], report_commit: str) -> 
       ratios = [p["ratio"] for p in s["per_seed"]]
       cell = f"{_pm(s['mean'], s['std'], 'x')} ({min(ratios):.2f}-{max(ratios):.2f})"
       cells.append((">= " if s["lower_bound"] else "") + cell)
-    lines.append(f"| {display_name(a)} | " + " | ".join(cells) + " |")
+    lines.append(f"| {display_name(sweep, a)} | " + " | ".join(cells) + " |")
   lines += ["", "'>=': for at least one seed the baseline never reached the target; its whole "
             "run stands in (a lower bound).", "",
             f"![Validation loss vs simulated time, mean over seeds with a min-max band]"
@@ -340,10 +342,11 @@ def markdown(sweep, result: dict, plots: dict[str, str], report_commit: str) -> 
               "| --- | --- | ---: | ---: | ---: | " + " | ".join("---:" for _ in targets) + " |"]
     for r in rows:
       if r["diverged"]:
-        lines.append(f"| {display_name(r['algorithm'])} | {_fmt_value(r['value'])} | diverged |")
+        lines.append(f"| {display_name(sweep, r['algorithm'])} | {_fmt_value(r['value'])} | "
+                     "diverged |")
         continue
       lines.append(
-          f"| {display_name(r['algorithm'])} | {_fmt_value(r['value'])} | "
+          f"| {display_name(sweep, r['algorithm'])} | {_fmt_value(r['value'])} | "
           f"{r['server_updates']:,} | {r['simulated_time_ms'] / 3.6e6:.3f} | "
           f"{r['final_val_loss']:.4f} | " +
           " | ".join(_hours([r["time_to_target_ms"][_key(t)]], 1) for t in targets) + " |")
@@ -361,7 +364,8 @@ def markdown(sweep, result: dict, plots: dict[str, str], report_commit: str) -> 
             pairs = paired_speedups(pick(ref), pick(other), t)
             cells.append("-" if not pairs else
                          (">= " if pairs[0]["lower_bound"] else "") + f"{pairs[0]['ratio']:.2f}x")
-          lines.append(f"| {display_name(other)} | {_fmt_value(v)} | " + " | ".join(cells) + " |")
+          lines.append(f"| {display_name(sweep, other)} | {_fmt_value(v)} | " +
+                       " | ".join(cells) + " |")
     if name in plots:
       lines += ["", f"![{a.title}](results/{os.path.basename(plots[name])})"]
   return "\n".join(lines) + "\n"
@@ -417,15 +421,13 @@ def plot_bands(groups: dict[str, list[str]], targets, path: str, title: str) -> 
 
 def write_report(sweep, workdir: str, docs: str) -> list[str]:
   """Writes the JSON, the plots and the page's section; returns the paths written."""
-  _NAMES.clear()
-  _NAMES.update(sweep.display_names.to_dict())
   result = collect(sweep, workdir)
   report_commit = sweep_lib.code_commit()
   result["report_commit"] = report_commit
   out_dir = os.path.join(docs, "results")
   os.makedirs(out_dir, exist_ok=True)
   plots = {}
-  groups = {display_name(a): [r["dir"] for r in result["runs"]
+  groups = {display_name(sweep, a): [r["dir"] for r in result["runs"]
                               if r["algorithm"] == a and not r["diverged"]]
             for a in sweep.algorithms}
   plots["headline"] = plot_bands(
@@ -436,7 +438,7 @@ def write_report(sweep, workdir: str, docs: str) -> list[str]:
     g = {}
     for r in rows:
       if not r["diverged"]:
-        g[f"{display_name(r['algorithm'])} {_fmt_value(r['value'])}"] = [r["dir"]]
+        g[f"{display_name(sweep, r['algorithm'])} {_fmt_value(r['value'])}"] = [r["dir"]]
     plots[name] = plot_bands(g, result["targets"],
                              os.path.join(out_dir, f"paper_shape_{name}.png"),
                              f"paper-shaped ablation: {sweep.ablations[name].title} (seed 0)")

@@ -82,8 +82,7 @@ def run_dir(sweep: ml_collections.ConfigDict, workdir: str, spec: RunSpec) -> st
   parts = []
   for field, value in sorted(spec.fields):
     default = default_value(c, field)
-    same = (value == default if not isinstance(value, float) or not isinstance(default, float)
-            else math.isclose(value, default, rel_tol=0, abs_tol=0))
+    same = value == default  # 0.001 == 1e-3; a float 8.0 == an int 8
     if not same:
       parts.append(f"{field}={_fmt(value)}")
   return os.path.join(workdir, spec.algorithm, "__".join(parts) or "default")

@@ -202,8 +202,13 @@ def _claim_alive(claim: str) -> bool:
   try:
     with open(claim) as f:
       host, pid = f.read().split()
-  except (OSError, ValueError):
+  except FileNotFoundError:
     return False
+  except (OSError, ValueError):  # being written right now, or garbled: alive for a minute
+    try:
+      return time.time() - os.path.getmtime(claim) < 60
+    except OSError:
+      return False
   if host != socket.gethostname():
     return True  # another machine's claim: trust it
   try:
@@ -225,7 +230,10 @@ def claim(directory: str) -> bool:
     except FileExistsError:
       if _claim_alive(path):
         return False
-      os.remove(path)  # its process is gone (killed): take it over, the run resumes
+      try:
+        os.remove(path)  # its process is gone (killed): take it over, the run resumes
+      except FileNotFoundError:
+        pass  # another process took it over first; the next O_EXCL decides
       continue
     with os.fdopen(fd, "w") as f:
       f.write(f"{socket.gethostname()} {os.getpid()}\n")

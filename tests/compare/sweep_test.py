@@ -239,3 +239,13 @@ def test_cli_names_missing_runs_in_one_line(tmp_path):
   assert out.stderr.startswith("error: 23 tuning run(s) not finished")
   assert "Traceback" not in out.stderr
   assert not os.path.exists(tmp_path / "results")  # nothing half-written
+
+
+def test_a_claim_being_written_is_alive_for_a_minute(tmp_path):
+  d = str(tmp_path / "alg" / "run")
+  os.makedirs(tmp_path / "alg")
+  open(d + ".claim", "w").close()  # created by O_EXCL, its owner not yet written
+  assert not sweep_lib.claim(d)
+  old = os.path.getmtime(d + ".claim") - 120
+  os.utime(d + ".claim", (old, old))  # a garbled claim from long ago: taken over
+  assert sweep_lib.claim(d)

@@ -249,3 +249,26 @@ def test_a_claim_being_written_is_alive_for_a_minute(tmp_path):
   old = os.path.getmtime(d + ".claim") - 120
   os.utime(d + ".claim", (old, old))  # a garbled claim from long ago: taken over
   assert sweep_lib.claim(d)
+
+
+def test_run_all_runs_each_once_and_records_divergence(study, tmp_path):
+  from halos_jax.replay.nonfinite import NonFiniteError
+  calls = []
+
+  def train_fn(config, directory):
+    calls.append((config.algorithm, config.worker.max_lr, config.seed, config.data.seed))
+    if config.worker.max_lr == 2e-3:
+      raise NonFiniteError("loss nan")
+    _write(directory)
+
+  specs = [sweep_lib.RunSpec("ddp", ((SEED, 1), ("worker.max_lr", lr))) for lr in (1e-3, 2e-3)]
+  w = str(tmp_path)
+  sweep_lib.run_all(study, w, specs + specs[:1], train_fn=train_fn, machine="m", log=lambda s: 0)
+  assert calls == [("ddp", 1e-3, 1, 1), ("ddp", 2e-3, 1, 1)]  # seed sets both seeds
+  first, second = (sweep_lib.run_dir(study, w, s) for s in specs)
+  info = json.load(open(os.path.join(second, "sweep.json")))  # written before the run starts
+  assert info["machine"] == "m" and info["commit"] and os.path.exists(first + "/summary.json")
+  assert sweep_lib.diverged(second) == {"error": "loss nan"}
+  assert not os.path.exists(second + ".claim")
+  sweep_lib.run_all(study, w, specs, train_fn=train_fn, machine="m", log=lambda s: 0)
+  assert len(calls) == 2  # finished and diverged runs are reused

@@ -51,8 +51,9 @@ def main(argv):
   config, workdir, stage = _CONFIG.value, _WORKDIR.value, _STAGE.value
   machine = f"{runtime.cpu_line()}, {os.cpu_count()} cores"
   try:
-    go = lambda specs: sweep.run_all(config, workdir, specs, machine=machine,
-                                     train_fn=train.train_and_evaluate)
+    def go(specs):
+      sweep.run_all(config, workdir, specs, machine=machine, train_fn=train.train_and_evaluate)
+
     if stage in ("all", "tune"):
       go(sweep.tuning_runs(config))
     if stage in ("all", "seeds", "ablations"):

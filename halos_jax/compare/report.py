@@ -26,7 +26,6 @@ from __future__ import annotations
 
 import datetime
 import json
-import math
 import os
 import statistics
 from typing import Any
@@ -311,7 +310,7 @@ def markdown(sweep, result: dict, plots: dict[str, str], report_commit: str) -> 
         " | ".join(_hours([r["time_to_target_ms"][_key(t)] for r in rs], n) for t in targets) +
         " |" + ("" if len(rs) == n else f" ({n - len(rs)} diverged)"))
   lines += ["", "(k/n): only k of the n seeds reached the target; the time is their mean.", "",
-            f"HALoS's speed-up over each baseline, per seed t_baseline / t_HALoS, mean ± std "
+            "HALoS's speed-up over each baseline, per seed t_baseline / t_HALoS, mean ± std "
             "(range):", "",
             "| over | " + " | ".join(f"to {_key(t)}" for t in targets) + " |",
             "| --- | " + " | ".join("---:" for _ in targets) + " |"]
@@ -352,16 +351,17 @@ def markdown(sweep, result: dict, plots: dict[str, str], report_commit: str) -> 
           " | ".join(_hours([r["time_to_target_ms"][_key(t)]], 1) for t in targets) + " |")
     others = [x for x in a.algorithms if x != ref]
     if ref in a.algorithms and others:  # the reference's speed-up over the others, per value
-      lines += ["", f"HALoS's speed-up t_other / t_HALoS per value (seed 0):", "",
+      lines += ["", "HALoS's speed-up t_other / t_HALoS per value (seed 0):", "",
                 "| over | value | " + " | ".join(f"to {_key(t)}" for t in targets) + " |",
                 "| --- | --- | " + " | ".join("---:" for _ in targets) + " |"]
       for other in others:
         for v in a.points:
           v = list(v) if isinstance(v, (tuple, list)) else v
-          pick = lambda alg: [r for r in rows if r["algorithm"] == alg and r["value"] == v]
+          mine = [r for r in rows if r["algorithm"] == ref and r["value"] == v]
+          theirs = [r for r in rows if r["algorithm"] == other and r["value"] == v]
           cells = []
           for t in targets:
-            pairs = paired_speedups(pick(ref), pick(other), t)
+            pairs = paired_speedups(mine, theirs, t)
             cells.append("-" if not pairs else
                          (">= " if pairs[0]["lower_bound"] else "") + f"{pairs[0]['ratio']:.2f}x")
           lines.append(f"| {display_name(sweep, other)} | {_fmt_value(v)} | " +

@@ -23,8 +23,8 @@ def study():
 
 def test_directories_name_only_what_differs(study, tmp_path):
   w = str(tmp_path)
-  d = lambda alg, *fields: os.path.relpath(
-      sweep_lib.run_dir(study, w, sweep_lib.RunSpec(alg, tuple(fields))), w)
+  def d(alg, *fields):
+    return os.path.relpath(sweep_lib.run_dir(study, w, sweep_lib.RunSpec(alg, tuple(fields))), w)
   # The tuning grid's centre, the headline's seed 0 at default values and an ablation's
   # reference value are one run.
   assert d("halos", (SEED, 0), ("worker.max_lr", 1e-3)) == os.path.join("halos", "default")

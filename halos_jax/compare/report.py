@@ -254,6 +254,7 @@ def markdown(sweep, result: dict, plots: dict[str, str], report_commit: str) -> 
   n = len(result["seeds"])
   key = _key(result["headline_target"])
   by_alg = {a: [r for r in result["runs"] if r["algorithm"] == a] for a in sweep.algorithms}
+  base = sweep_lib.base_config(sweep, ref)
   lines = [
       "## The paper's round structure: tuned, 3 seeds, ablations (issue 17)", "",
       "```", "python -m experiments.paper_shape --workdir=runs/paper_shape   # runs, then this "
@@ -273,7 +274,10 @@ def markdown(sweep, result: dict, plots: dict[str, str], report_commit: str) -> 
       f"- Targets (fixed in configs/paper_shape.py before the runs): "
       f"{', '.join(_key(t) for t in targets)}; headline {key}.",
       f"- Seeds {', '.join(str(s) for s in result['seeds'])} (model initialisation and data "
-      "order); mean ± sample std over them.", "",
+      "order); mean ± sample std over them.",
+      f"- Validation every {base.val_interval:,} of {base.total_local_steps:,} local steps, on "
+      f"{base.data.val_sequences} held-out sequences: a time to target is resolved to "
+      f"1/{base.total_local_steps // base.val_interval} of its run's simulated time.", "",
       "### Tuning (seed 0, final loss on the held-out tuning split, never the reported "
       "validation set)", "",
       "Each algorithm's worker max_lr over its grid at the default server learning rate, and its "

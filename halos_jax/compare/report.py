@@ -408,6 +408,8 @@ def plot_bands(groups: dict[str, list[str]], targets, path: str, title: str) -> 
     positive += [t for c in curves for t in c[0] if t > 0]
   for t in targets:
     ax.axhline(t, color="grey", lw=0.6, ls=":")
+  if targets:  # the targets' region, not the untrained start (ln 256 = 5.55 for bytes)
+    ax.set_ylim(top=max(targets) + 1.0)
   xlabel = "simulated time (h)"
   if positive and max(positive) > 20 * min(positive):
     ax.set_xscale("symlog", linthresh=min(positive))

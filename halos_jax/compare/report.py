@@ -129,7 +129,7 @@ def collect(sweep, workdir: str) -> dict:
                             "python -m experiments.paper_shape)")
   reference = sweep.reference
   headline = float(sweep.headline_target)
-  by_alg = {a: [r for r in runs if r["algorithm"] == a] for a in sweep.algorithms}
+  by_alg = _by_algorithm(sweep, runs)
   speedups = {}
   for a in sweep.algorithms:
     if a == reference:
@@ -162,13 +162,18 @@ def _sweep_info(directory: str) -> dict:
     return {}
 
 
+def _by_algorithm(sweep, runs: list[dict]) -> dict[str, list[dict]]:
+  """The runs of each algorithm of the study, in table order."""
+  return {a: [r for r in runs if r["algorithm"] == a] for a in sweep.algorithms}
+
+
 def claims(sweep, result: dict) -> list[dict]:
   """The paper's claims (docs/algorithms.md 6) against this study: claim, measured, verdict."""
   from halos_jax import algorithms  # pylint: disable=g-import-not-at-top
   out = []
   ref = result["reference"]
   key = _key(result["headline_target"])
-  by_alg = {a: [r for r in result["runs"] if r["algorithm"] == a] for a in sweep.algorithms}
+  by_alg = _by_algorithm(sweep, result["runs"])
   for a, per_target in result["speedups"].items():
     claim = getattr(algorithms.get(a), "PAPER_SPEEDUP", None)
     s = per_target[key]
@@ -258,7 +263,7 @@ def markdown(sweep, result: dict, plots: dict[str, str], report_commit: str) -> 
   ref = result["reference"]
   n = len(result["seeds"])
   key = _key(result["headline_target"])
-  by_alg = {a: [r for r in result["runs"] if r["algorithm"] == a] for a in sweep.algorithms}
+  by_alg = _by_algorithm(sweep, result["runs"])
   base = sweep_lib.base_config(sweep, ref)
   lines = [
       "## The paper's round structure: tuned, 3 seeds, ablations (issue 17)", "",
